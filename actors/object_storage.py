@@ -1,0 +1,247 @@
+"""ObjectStorage: the Ray actor that owns the stored bytes behind opaque ids."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from results_service.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+)
+from results_service.ids import new_id
+from results_service.settings import ServiceSettings
+from results_service.storage import open_backend
+from results_service.storage.base import ObjectWriter
+
+logger = logging.getLogger(__name__)
+
+Chunk = pa.Buffer | bytes | ray.ObjectRef
+
+
+class Upload:
+    """An object being written, with what the control plane needs to finish it."""
+
+    __slots__ = ("writer", "key", "context", "touched_at", "size", "busy")
+
+    def __init__(self, writer: ObjectWriter, key: str, context: dict[str, Any]) -> None:
+        self.writer = writer
+        self.key = key
+        self.context = context
+        self.touched_at = time.monotonic()
+        self.size = 0
+        self.busy = False
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class ObjectStorage:
+    """Streams bytes in and out of a storage backend with bounded memory.
+
+    Backend calls run in worker threads so that transfers overlap. Uploads idle for
+    longer than `upload_idle_seconds` are aborted and their partial object deleted.
+    Downloads are stateless: `sign` makes a token for one object, and `read` serves
+    ranges of the object named by a valid token, so an abandoned download holds
+    nothing here.
+    """
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.backend = open_backend(settings)
+        self.uploads: dict[str, Upload] = {}
+        self.secret = os.urandom(32)
+        self.sweeper: asyncio.Task[None] | None = None
+        logger.info("ObjectStorage started on %s", settings.storage_url)
+
+    def ping(self) -> str:
+        return self.settings.storage_url
+
+    def _start_sweeper(self) -> None:
+        if self.sweeper is None:
+            self.sweeper = asyncio.get_running_loop().create_task(
+                self._sweep_idle_uploads()
+            )
+
+    async def _sweep_idle_uploads(self) -> None:
+        period = min(5.0, self.settings.upload_idle_seconds / 2)
+        while True:
+            await asyncio.sleep(period)
+            limit = time.monotonic() - self.settings.upload_idle_seconds
+            for upload_id, upload in list(self.uploads.items()):
+                if upload.touched_at < limit and not upload.busy:
+                    logger.warning(
+                        "upload %s of %s was idle for %.0f s; aborting it",
+                        upload_id,
+                        upload.context,
+                        self.settings.upload_idle_seconds,
+                    )
+                    await self.abort_upload(upload_id)
+
+    # Uploads
+
+    async def open_upload(self, key: str, context: dict[str, Any]) -> str:
+        """Start writing an object under `key`; return the upload's id."""
+        self._start_sweeper()
+        if len(self.uploads) >= self.settings.limits.max_open_uploads:
+            raise ResourceExhaustedError(
+                f"{len(self.uploads)} uploads are open, the limit is "
+                f"{self.settings.limits.max_open_uploads}; retry when some finish"
+            )
+        writer = await asyncio.to_thread(self.backend.open_writer, key)
+        upload_id = new_id()
+        self.uploads[upload_id] = Upload(writer, key, context)
+        return upload_id
+
+    def _upload(self, upload_id: str) -> Upload:
+        upload = self.uploads.get(upload_id)
+        if upload is None:
+            raise NotFoundError(
+                f"upload {upload_id} was not found: it finished, failed or was idle "
+                f"for more than {self.settings.upload_idle_seconds:.0f} s; start a new "
+                "upload",
+                (upload_id,),
+            )
+        return upload
+
+    async def write(self, upload_id: str, chunks: Sequence[Chunk]) -> int:
+        """Append chunks in order and return the size written so far.
+
+        Chunks may be ObjectRefs, which are fetched here so that their bytes do not
+        pass through the caller.
+        """
+        upload = self._upload(upload_id)
+        if upload.busy:
+            raise InvalidArgumentError(
+                f"upload {upload_id} got a write while another write was running; send "
+                "the chunks of one upload one call after the other",
+                (upload_id,),
+            )
+        upload.busy = True
+        try:
+            buffers = [
+                await chunk if isinstance(chunk, ray.ObjectRef) else chunk
+                for chunk in chunks
+            ]
+            limit = self.settings.data_chunk_max_size
+            for buffer in buffers:
+                if len(buffer) > limit:
+                    raise InvalidArgumentError(
+                        f"a chunk of {len(buffer)} bytes exceeds data_chunk_max_size "
+                        f"{limit}; split the data into chunks of at most {limit} bytes"
+                    )
+            await asyncio.to_thread(_write_all, upload.writer, buffers)
+            upload.size += sum(len(buffer) for buffer in buffers)
+        except BaseException:
+            await self.abort_upload(upload_id)
+            raise
+        finally:
+            upload.busy = False
+            upload.touched_at = time.monotonic()
+        return upload.size
+
+    async def commit_upload(self, upload_id: str) -> tuple[dict[str, Any], bytes, int]:
+        """Finish an upload; return its context, opaque id and size."""
+        upload = self.uploads.pop(upload_id, None)
+        if upload is None:
+            self._upload(upload_id)
+            raise AssertionError("unreachable")
+        try:
+            size = await asyncio.to_thread(upload.writer.commit)
+        except BaseException:
+            await asyncio.to_thread(upload.writer.abort)
+            raise
+        return upload.context, upload.key.encode(), size
+
+    async def abort_upload(self, upload_id: str) -> None:
+        """Discard an upload; an unknown id is skipped."""
+        upload = self.uploads.pop(upload_id, None)
+        if upload is not None:
+            try:
+                await asyncio.to_thread(upload.writer.abort)
+            except Exception:
+                logger.exception(
+                    "aborting upload %s of %s failed", upload_id, upload.key
+                )
+
+    def open_uploads(self) -> int:
+        return len(self.uploads)
+
+    async def put_many(
+        self, items: Sequence[tuple[str, bytes | pa.Buffer]]
+    ) -> list[tuple[bytes, int]]:
+        """Write whole objects in parallel; on any failure delete those written."""
+        results = await asyncio.gather(
+            *(asyncio.to_thread(self.backend.put, key, data) for key, data in items),
+            return_exceptions=True,
+        )
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
+            written = [
+                key.encode()
+                for (key, _), result in zip(items, results)
+                if not isinstance(result, BaseException)
+            ]
+            await asyncio.to_thread(self.backend.delete, written)
+            raise failures[0]
+        return [(key.encode(), size) for (key, _), size in zip(items, results)]  # type: ignore[misc]
+
+    # Downloads
+
+    def _signature(self, opaque_id: bytes) -> bytes:
+        return hmac.new(self.secret, opaque_id, hashlib.sha256).digest()
+
+    def sign(self, opaque_id: bytes) -> bytes:
+        """Return a token that lets `read` serve this object."""
+        return self._signature(opaque_id) + opaque_id
+
+    async def read(self, token: bytes, offset: int, length: int) -> list[pa.Buffer]:
+        """Return the bytes of [offset, offset + length) as chunks of at most
+        data_chunk_max_size; fewer bytes at the end of the object."""
+        signature, opaque_id = token[:32], token[32:]
+        if not hmac.compare_digest(signature, self._signature(opaque_id)):
+            raise InvalidArgumentError(
+                "download token is invalid; call open_download again"
+            )
+        chunk = self.settings.data_chunk_max_size
+        starts = range(offset, offset + length, chunk)
+        buffers = await asyncio.gather(
+            *(
+                asyncio.to_thread(
+                    self.backend.read_range,
+                    opaque_id,
+                    start,
+                    min(chunk, offset + length - start),
+                )
+                for start in starts
+            )
+        )
+        return [buffer for buffer in buffers if len(buffer) > 0]
+
+    # Objects
+
+    async def sizes(self, opaque_ids: Sequence[bytes]) -> dict[bytes, int | None]:
+        return await asyncio.to_thread(self.backend.sizes, opaque_ids)
+
+    async def delete(self, opaque_ids: Sequence[bytes]) -> None:
+        if opaque_ids:
+            await asyncio.to_thread(self.backend.delete, opaque_ids)
+
+    def validate_import_ids(self, opaque_ids: Sequence[bytes]) -> list[bytes]:
+        return [self.backend.validate_import_id(opaque_id) for opaque_id in opaque_ids]
+
+    async def list_ids(self, prefix: str = "") -> list[bytes]:
+        return await asyncio.to_thread(self.backend.list_ids, prefix)
+
+
+def _write_all(writer: ObjectWriter, buffers: Sequence[pa.Buffer | bytes]) -> None:
+    for buffer in buffers:
+        writer.write(buffer)

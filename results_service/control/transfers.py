@@ -1,0 +1,180 @@
+"""Upload and download of result data through the control plane.
+
+An upload is opened, written in windows of chunks, and finished; the bytes go to
+the ObjectStorage actor as ObjectRefs, so they do not pass through the control plane.
+A download is opened once, then read by ranges, so an abandoned download holds no
+state anywhere and a slow reader makes the service hold only the range it asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+
+from results_service import validation
+from results_service.control.backplane import Backplane, call
+from results_service.control.results_api import complete_and_resolve
+from results_service.errors import FailedPreconditionError, InvalidArgumentError
+from results_service.ids import object_key
+from results_service.records import DownloadInfo, ResultRecord, ResultStatus
+from results_service.state.sessions import require_data_accepted
+
+logger = logging.getLogger(__name__)
+
+
+async def open_upload(
+    bp: Backplane,
+    session_id: str,
+    result_id: str,
+    task_id: str | None = None,
+    lease_id: str | None = None,
+) -> str:
+    """Check that the result takes data and start writing an object for it.
+
+    With a task and its lease, the data is a task output: it is staged on the task
+    and the result completes only when the task completes.
+    """
+    validation.check_id(session_id, "session_id", bp.limits)
+    validation.check_id(result_id, "result_id", bp.limits)
+    require_data_accepted(await bp.session(session_id))
+    if task_id is not None or lease_id is not None:
+        validation.check_id(task_id, "task_id", bp.limits)
+        validation.check_id(lease_id, "lease_id", bp.limits)
+        task = await call(
+            bp.tasks_shard(task_id).check_lease.remote(session_id, task_id, lease_id)
+        )
+        if result_id not in task.expected_output_ids:
+            raise FailedPreconditionError(
+                f"result {result_id} is not an expected output of task {task_id}",
+                (result_id, task_id),
+            )
+    await call(
+        bp.results_shard(result_id).check_writable.remote(session_id, [result_id])
+    )
+
+    context = {
+        "session_id": session_id,
+        "result_id": result_id,
+        "task_id": task_id,
+        "lease_id": lease_id,
+    }
+    return await call(
+        bp.actors.storage.open_upload.remote(object_key(session_id), context)
+    )
+
+
+async def write_upload(bp: Backplane, upload_id: str, chunks: Sequence[Any]) -> int:
+    """Append a window of chunks (pyarrow Buffers, bytes or ObjectRefs to them)."""
+    validation.check_id(upload_id, "upload_id", bp.limits)
+    if not isinstance(chunks, (list, tuple)):
+        raise InvalidArgumentError(
+            f"chunks must be a list, got {type(chunks).__name__}"
+        )
+    if len(chunks) > bp.settings.transfer_window_chunks * 4:
+        raise InvalidArgumentError(
+            f"a write of {len(chunks)} chunks exceeds the limit of "
+            f"{bp.settings.transfer_window_chunks * 4}; send smaller windows"
+        )
+    return await call(bp.actors.storage.write.remote(upload_id, list(chunks)))
+
+
+async def finish_upload(bp: Backplane, upload_id: str) -> ResultRecord | None:
+    """Commit the object, then complete the result and queue the tasks now ready.
+
+    Returns the completed result, or None for a task output, which is staged. If
+    the result no longer takes data, the object just written is deleted.
+    """
+    validation.check_id(upload_id, "upload_id", bp.limits)
+    context, opaque_id, size = await call(
+        bp.actors.storage.commit_upload.remote(upload_id)
+    )
+    session_id = context["session_id"]
+    result_id = context["result_id"]
+    task_id = context["task_id"]
+    try:
+        if task_id is not None:
+            previous = await call(
+                bp.tasks_shard(task_id).stage_output.remote(
+                    session_id,
+                    task_id,
+                    context["lease_id"],
+                    result_id,
+                    (opaque_id, size),
+                )
+            )
+            if previous:
+                await bp.delete_objects([previous])
+            return None
+        (record,) = await complete_and_resolve(
+            bp, session_id, [(result_id, opaque_id, size)]
+        )
+        return record
+    except BaseException:
+        logger.warning(
+            "upload of result %s in session %s failed after its data was written; "
+            "deleting the object",
+            result_id,
+            session_id,
+        )
+        await bp.delete_objects([opaque_id])
+        raise
+
+
+async def abort_upload(bp: Backplane, upload_id: str) -> None:
+    """Discard an upload and its partial object."""
+    validation.check_id(upload_id, "upload_id", bp.limits)
+    await call(bp.actors.storage.abort_upload.remote(upload_id))
+
+
+async def open_download(bp: Backplane, session_id: str, result_id: str) -> DownloadInfo:
+    """Check that the result has data and return a token to read it by ranges."""
+    validation.check_id(session_id, "session_id", bp.limits)
+    validation.check_id(result_id, "result_id", bp.limits)
+    (record,) = await bp.find_results(session_id, [result_id])
+    if record.status != ResultStatus.COMPLETED:
+        reasons = {
+            ResultStatus.CREATED: "has no data yet; wait until it is COMPLETED",
+            ResultStatus.ABORTED: "was aborted and will never have data",
+            ResultStatus.DELETED: "had its data deleted",
+        }
+        raise FailedPreconditionError(
+            f"result {result_id} is {record.status.name}: it {reasons[record.status]}",
+            (result_id,),
+        )
+    token = await call(bp.actors.storage.sign.remote(record.opaque_id))
+    return DownloadInfo(
+        token=token,
+        size=record.size,
+        chunk_size=bp.settings.data_chunk_max_size,
+        window_chunks=bp.settings.transfer_window_chunks,
+    )
+
+
+def read_download(
+    bp: Backplane, token: bytes, offset: int, length: int
+) -> list[ray.ObjectRef]:
+    """Start reading a range and return a reference to its list of chunks.
+
+    The reply carries only the reference, so the bytes go from the storage actor to
+    the reader without passing through the control plane.
+    """
+    if not isinstance(token, bytes):
+        raise InvalidArgumentError(
+            "download token is invalid; call open_download again"
+        )
+    max_length = (
+        bp.settings.data_chunk_max_size * bp.settings.transfer_window_chunks * 4
+    )
+    for name, value in (("offset", offset), ("length", length)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidArgumentError(
+                f"{name} {value!r} is invalid: give an integer >= 0"
+            )
+    if length > max_length:
+        raise InvalidArgumentError(
+            f"read length {length} exceeds the limit of {max_length} bytes per call"
+        )
+    return [bp.actors.storage.read.remote(token, offset, length)]

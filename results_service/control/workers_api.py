@@ -1,0 +1,240 @@
+"""Worker flows of the control plane: acquire, start, renew, complete and fail tasks.
+
+A worker acquires tasks from a partition's queue under leases. Its outputs become
+COMPLETED only when the task completes, and only then are their dependents queued.
+A lease that is not renewed expires, and the task goes back to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from results_service import validation
+from results_service.control.backplane import Backplane, call, gather
+from results_service.control.results_api import complete_and_resolve
+from results_service.errors import InvalidArgumentError
+from results_service.ids import object_key
+from results_service.records import AcquiredTask, QueuedTask, TaskRecord, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+
+async def acquire_tasks(
+    bp: Backplane,
+    partition_id: str,
+    worker_id: str,
+    max_tasks: int,
+    wait_seconds: float,
+) -> list[AcquiredTask]:
+    """Take up to `max_tasks` tasks from a partition's queue under new leases,
+    waiting up to `wait_seconds` when the queue is empty."""
+    validation.check_id(partition_id, "partition_id", bp.limits)
+    validation.check_id(worker_id, "worker_id", bp.limits)
+    if not isinstance(max_tasks, int) or not 1 <= max_tasks <= 10_000:
+        raise InvalidArgumentError(
+            f"max_tasks {max_tasks!r} is invalid: give 1 to 10000"
+        )
+    if not isinstance(wait_seconds, (int, float)) or not 0 <= wait_seconds <= 60:
+        raise InvalidArgumentError(
+            f"wait_seconds {wait_seconds!r} is invalid: give 0 to 60 seconds"
+        )
+    if partition_id not in bp.settings.partitions:
+        raise InvalidArgumentError(
+            f"partition {partition_id!r} is unknown; the service has partitions "
+            f"{list(bp.settings.partitions)}"
+        )
+    messages: list[QueuedTask] = await call(
+        bp.actors.queue.pop.remote(partition_id, max_tasks, float(wait_seconds))
+    )
+    if not messages:
+        return []
+    groups = bp.tasks_pairs((message.task_id, message) for message in messages)
+    granted = await gather(
+        bp.actors.tasks[shard].dispatch.remote(
+            [message for _, message in pairs], worker_id
+        )
+        for shard, pairs in groups.items()
+    )
+    return [
+        AcquiredTask(
+            task_id=record.task_id,
+            session_id=record.session_id,
+            lease_id=lease.lease_id,
+            lease_expires_at=lease.expires_at,
+            payload_id=record.payload_id,
+            data_dependencies=record.data_dependencies,
+            expected_output_ids=record.expected_output_ids,
+            options=record.options,
+            retries=record.retries,
+        )
+        for pairs in granted
+        for record, lease in pairs
+    ]
+
+
+def _check_lease_ids(
+    bp: Backplane, session_id: str, task_id: str, lease_id: str
+) -> None:
+    validation.check_id(session_id, "session_id", bp.limits)
+    validation.check_id(task_id, "task_id", bp.limits)
+    validation.check_id(lease_id, "lease_id", bp.limits)
+
+
+async def start_task(
+    bp: Backplane, session_id: str, task_id: str, lease_id: str
+) -> TaskRecord:
+    """Record that the worker started the task: DISPATCHED becomes PROCESSING."""
+    _check_lease_ids(bp, session_id, task_id, lease_id)
+    return await call(
+        bp.tasks_shard(task_id).start.remote(session_id, task_id, lease_id)
+    )
+
+
+async def renew_lease(
+    bp: Backplane, session_id: str, task_id: str, lease_id: str
+) -> float:
+    """Extend a lease; return its new expiry time in seconds since the epoch."""
+    _check_lease_ids(bp, session_id, task_id, lease_id)
+    return await call(
+        bp.tasks_shard(task_id).renew.remote(session_id, task_id, lease_id)
+    )
+
+
+async def complete_task(
+    bp: Backplane,
+    session_id: str,
+    task_id: str,
+    lease_id: str,
+    outputs: Mapping[str, bytes] | None = None,
+) -> TaskRecord:
+    """Complete a task with its outputs: staged uploads plus data given inline.
+
+    The outputs become COMPLETED and their dependents are queued, then the task is
+    COMPLETED. Every expected output must have data.
+    """
+    _check_lease_ids(bp, session_id, task_id, lease_id)
+    inline = dict(outputs or {})
+    for result_id, data in inline.items():
+        validation.check_id(result_id, "output result_id", bp.limits)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidArgumentError(
+                f"data of output {result_id} is {type(data).__name__}; give bytes"
+            )
+    total = sum(len(data) for data in inline.values())
+    if total > bp.limits.max_inline_bytes:
+        raise InvalidArgumentError(
+            f"complete_task carries {total} bytes inline; the limit is "
+            f"{bp.limits.max_inline_bytes}, so upload large outputs first"
+        )
+    shard = bp.tasks_shard(task_id)
+    ending = await call(
+        shard.begin_completion.remote(session_id, task_id, lease_id, list(inline))
+    )
+
+    stored = dict(ending.staged)
+    if inline:
+        items = [
+            (result_id, object_key(session_id), bytes(data))
+            for result_id, data in inline.items()
+        ]
+        written = await call(
+            bp.actors.storage.put_many.remote([(key, data) for _, key, data in items])
+        )
+        stored.update(
+            {result_id: outcome for (result_id, _, _), outcome in zip(items, written)}
+        )
+    completions = [
+        (result_id, opaque_id, size) for result_id, (opaque_id, size) in stored.items()
+    ]
+    try:
+        await complete_and_resolve(bp, session_id, completions, owner_task_id=task_id)
+    except BaseException as error:
+        logger.warning("committing the outputs of task %s failed: %s", task_id, error)
+        await bp.delete_objects([opaque_id for _, opaque_id, _ in completions])
+        await end_if_possible(
+            bp, task_id, TaskStatus.ERROR, f"committing outputs failed: {error}"
+        )
+        raise
+    await call(shard.end.remote([task_id], TaskStatus.COMPLETED))
+    return await call(shard.find.remote(session_id, task_id))
+
+
+async def end_if_possible(
+    bp: Backplane, task_id: str, status: TaskStatus, error: str
+) -> None:
+    """Set a final status unless the task already has one, as after a cancellation."""
+    shard = bp.tasks_shard(task_id)
+    try:
+        await call(shard.end.remote([task_id], status, error))
+    except Exception as failure:
+        logger.info(
+            "task %s keeps its status instead of %s: %s", task_id, status.name, failure
+        )
+
+
+async def fail_task(
+    bp: Backplane,
+    session_id: str,
+    task_id: str,
+    lease_id: str,
+    error: str,
+    retry: bool = True,
+) -> str | None:
+    """End a task after a worker's failure; return the id of its retry, if any.
+
+    Within max_retries, a new task takes over the outputs and is queued at once.
+    Otherwise the task is in ERROR, its outputs are ABORTED, and the tasks that
+    waited on them are failed too. Staged outputs are deleted either way.
+    """
+    _check_lease_ids(bp, session_id, task_id, lease_id)
+    if not isinstance(error, str):
+        raise InvalidArgumentError(f"error {error!r} is invalid: give a message string")
+    validation.check_bool(retry, "retry")
+    ending = await call(
+        bp.tasks_shard(task_id).fail.remote(
+            session_id, task_id, lease_id, error[:4096], retry
+        )
+    )
+    await bp.delete_objects([opaque_id for opaque_id, _ in ending.staged.values()])
+
+    if ending.retry is not None:
+        successor = ending.retry
+        claims = [
+            (output, successor.task_id) for output in successor.expected_output_ids
+        ]
+        await gather(
+            bp.actors.results[shard].transfer_outputs.remote(pairs, task_id)
+            for shard, pairs in bp.results_pairs(claims).items()
+        )
+        ready = await call(
+            bp.tasks_shard(successor.task_id).start_retry.remote(successor)
+        )
+        await bp.enqueue(ready)
+        logger.info(
+            "task %s failed (%s); retry %s queued", task_id, error, successor.task_id
+        )
+        return successor.task_id
+
+    outputs = list(ending.task.expected_output_ids)
+    failed = await bp.abort_cascade(
+        session_id, await bp.abort_results(session_id, outputs)
+    )
+    logger.info(
+        "task %s failed for good (%s); %d dependent tasks failed",
+        task_id,
+        error,
+        failed,
+    )
+    return None
+
+
+async def expire_leases(bp: Backplane) -> int:
+    """Return tasks whose lease expired to the queue; return how many."""
+    parts = await gather(shard.expire_leases.remote() for shard in bp.actors.tasks)
+    messages = [message for expired, _ in parts for message in expired]
+    await bp.delete_objects(
+        [opaque_id for _, objects in parts for opaque_id in objects]
+    )
+    await bp.enqueue(messages)
+    return len(messages)

@@ -1,0 +1,289 @@
+"""Records and statuses of results, tasks and sessions, with ArmoniK's numbering.
+
+Records are plain slotted dataclasses so that a shard can hold millions of them and
+Ray can pickle them in batches. Status changes go through `transitions.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+
+class ResultStatus(enum.IntEnum):
+    """Status of a result, numbered as in ArmoniK's `result_status.proto`."""
+
+    CREATED = 1  # metadata exists and no data was written yet
+    COMPLETED = 2  # data is in the object storage
+    ABORTED = 3  # the owner task failed or was cancelled, or the session was cancelled
+    DELETED = 4  # the data was completed once and has been removed from the storage
+    NOTFOUND = 127  # only in replies about unknown ids
+
+
+class TaskStatus(enum.IntEnum):
+    """Status of a task, numbered as in ArmoniK's `task_status.proto`."""
+
+    CREATING = 1  # the submission has not finished yet
+    SUBMITTED = 2  # in the queue of its partition
+    DISPATCHED = 3  # acquired by a worker under a lease
+    COMPLETED = 4
+    ERROR = 5
+    TIMEOUT = 6
+    CANCELLING = 7
+    CANCELLED = 8
+    PROCESSING = 9  # the worker reported that it started
+    PROCESSED = 10
+    RETRIED = 11  # failed and replaced by a retry task
+    PENDING = 12  # waiting for data dependencies
+    PAUSED = 13  # ready, held back because the session is paused
+
+
+class SessionStatus(enum.IntEnum):
+    """Status of a session, numbered as in ArmoniK's `session_status.proto`."""
+
+    RUNNING = 1
+    CANCELLED = 2
+    PAUSED = 3
+    CLOSED = 4
+    PURGED = 5
+    DELETED = 6
+
+
+FINAL_TASK_STATUSES = frozenset(
+    {
+        TaskStatus.COMPLETED,
+        TaskStatus.ERROR,
+        TaskStatus.TIMEOUT,
+        TaskStatus.CANCELLED,
+        TaskStatus.RETRIED,
+    }
+)
+WAITING_TASK_STATUSES = frozenset({TaskStatus.CREATING, TaskStatus.PENDING})
+RUNNING_TASK_STATUSES = frozenset({TaskStatus.DISPATCHED, TaskStatus.PROCESSING})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """Options of a task; a session holds the defaults that a submission overrides.
+
+    Attributes:
+        priority: 1 (lowest) to 99 (highest); higher priorities leave the queue first.
+        partition_id: the queue the task goes to; must be one of the session's.
+        max_retries: how many times a failed task is retried before it is in ERROR.
+        max_duration: seconds a worker may hold the task before its lease expires.
+        options: free-form application settings passed to the worker.
+    """
+
+    priority: int = 1
+    partition_id: str = ""
+    max_retries: int = 1
+    max_duration: float = 300.0
+    options: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(slots=True)
+class ResultRecord:
+    """A named data slot of a session.
+
+    Attributes:
+        session_id: the session that owns the result.
+        name: client-given name; not unique.
+        result_id: server-made id.
+        status: see `ResultStatus`.
+        owner_task_id: the task expected to produce the data; the session id for
+            results created with data, empty while no task owns it.
+        created_by: the task that created the record; empty for clients.
+        created_at: creation time, seconds since the epoch.
+        completed_at: completion time, or None while no data was written.
+        size: bytes of data; 0 until completed.
+        opaque_id: key of the data in the object storage; empty without data.
+        manual_deletion: the stored object belongs to the user, so purge and
+            delete_results_data keep it.
+    """
+
+    session_id: str
+    name: str
+    result_id: str
+    status: ResultStatus
+    owner_task_id: str = ""
+    created_by: str = ""
+    created_at: float = 0.0
+    completed_at: float | None = None
+    size: int = 0
+    opaque_id: bytes = b""
+    manual_deletion: bool = False
+
+
+@dataclasses.dataclass(slots=True)
+class TaskRecord:
+    """A unit of work waiting on, or running with, results of its session.
+
+    Attributes:
+        task_id: server-made id.
+        session_id: the session that owns the task.
+        status: see `TaskStatus`.
+        payload_id: the result holding the task's input description.
+        data_dependencies: results that must be COMPLETED before the task runs.
+        expected_output_ids: results the task produces.
+        options: the session's defaults merged with the submission's options.
+        remaining: ids among data_dependencies and payload_id not yet COMPLETED.
+        retry_of: the task this one retries, or empty.
+        retries: how many tasks failed before this one in its retry chain.
+        created_at, submitted_at, started_at, ended_at: seconds since the epoch.
+        worker_id: the worker holding the lease, or empty.
+        lease_id: token of the current lease; a completion must present it.
+        lease_expires_at: when the lease ends unless renewed.
+        error: message of the failure that ended the task, if any.
+    """
+
+    task_id: str
+    session_id: str
+    status: TaskStatus
+    payload_id: str
+    data_dependencies: tuple[str, ...]
+    expected_output_ids: tuple[str, ...]
+    options: TaskOptions
+    remaining: set[str] = dataclasses.field(default_factory=set)
+    retry_of: str = ""
+    retries: int = 0
+    created_at: float = 0.0
+    submitted_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    worker_id: str = ""
+    lease_id: str = ""
+    lease_expires_at: float | None = None
+    error: str = ""
+
+
+@dataclasses.dataclass(slots=True)
+class SessionRecord:
+    """A group of results and tasks with shared default options.
+
+    Attributes:
+        session_id: server-made id.
+        status: see `SessionStatus`.
+        partition_ids: the queues its tasks may go to.
+        default_task_options: options that submissions override field by field.
+        created_at, cancelled_at, closed_at, purged_at, deleted_at: seconds since the
+            epoch, or None until the event happens.
+    """
+
+    session_id: str
+    status: SessionStatus
+    partition_ids: tuple[str, ...]
+    default_task_options: TaskOptions
+    created_at: float = 0.0
+    cancelled_at: float | None = None
+    closed_at: float | None = None
+    purged_at: float | None = None
+    deleted_at: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueuedTask:
+    """A message of the task queue: enough to dispatch without another lookup."""
+
+    task_id: str
+    session_id: str
+    partition_id: str
+    priority: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A result that reached a new status, as reported by watch_results."""
+
+    result_id: str
+    status: ResultStatus
+    sequence: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResultCreate:
+    """A result to create: a name, and data for create_results.
+
+    Attributes:
+        name: client-given name; not unique.
+        manual_deletion: the stored object belongs to the user.
+        data: the result's bytes, for create_results only.
+    """
+
+    name: str
+    manual_deletion: bool = False
+    data: bytes | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskDefinition:
+    """A task to submit.
+
+    Attributes:
+        payload_id: a result of the session holding the task's input description.
+        data_dependencies: results that must be COMPLETED before the task runs.
+        expected_output_ids: CREATED results of the session that the task produces.
+        options: overrides of the session's and the request's task options: a dict
+            of TaskOptions field names.
+    """
+
+    payload_id: str
+    data_dependencies: tuple[str, ...] = ()
+    expected_output_ids: tuple[str, ...] = ()
+    options: dict[str, object] | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """What submit_tasks returns for each task."""
+
+    task_id: str
+    payload_id: str
+    data_dependencies: tuple[str, ...]
+    expected_output_ids: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AcquiredTask:
+    """A task handed to a worker, with the lease it must present to finish it."""
+
+    task_id: str
+    session_id: str
+    lease_id: str
+    lease_expires_at: float
+    payload_id: str
+    data_dependencies: tuple[str, ...]
+    expected_output_ids: tuple[str, ...]
+    options: TaskOptions
+    retries: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a list request and the total number of matching records."""
+
+    total: int
+    page: int
+    page_size: int
+    items: list[object]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DownloadInfo:
+    """What a client needs to read a result's data in ranges."""
+
+    token: bytes
+    size: int
+    chunk_size: int
+    window_chunks: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServiceConfiguration:
+    """Transfer settings clients follow, as get_service_configuration returns them."""
+
+    data_chunk_max_size: int
+    transfer_window_chunks: int
+    max_batch: int
+    max_page_size: int
+    max_name_length: int
+    partitions: tuple[str, ...]

@@ -1,0 +1,73 @@
+"""The interface every object storage backend implements.
+
+Backends are synchronous and thread-safe; the ObjectStorage actor runs their calls in
+worker threads. Opaque ids are bytes: the key of the object relative to the
+backend's root (a directory or an S3 bucket prefix), in UTF-8.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable
+
+import pyarrow as pa
+
+
+class ObjectWriter(abc.ABC):
+    """An object being written in order, chunk by chunk, with bounded memory."""
+
+    @abc.abstractmethod
+    def write(self, chunk: pa.Buffer | bytes) -> None:
+        """Append a chunk. Memory held stays under one S3 part or one chunk."""
+
+    @abc.abstractmethod
+    def commit(self) -> int:
+        """Make the object visible under its key and return its size in bytes."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Discard everything written; no object or partial upload remains."""
+
+
+class StorageBackend(abc.ABC):
+    """Bytes behind opaque ids, in a local directory, S3 or memory."""
+
+    @abc.abstractmethod
+    def open_writer(self, key: str) -> ObjectWriter:
+        """Start writing a new object under a service-made key."""
+
+    @abc.abstractmethod
+    def read_range(self, opaque_id: bytes, offset: int, length: int) -> pa.Buffer:
+        """Return up to `length` bytes from `offset`; NotFoundError if absent."""
+
+    @abc.abstractmethod
+    def sizes(self, opaque_ids: Iterable[bytes]) -> dict[bytes, int | None]:
+        """Return each object's size, or None for an object that does not exist."""
+
+    @abc.abstractmethod
+    def delete(self, opaque_ids: Iterable[bytes]) -> None:
+        """Delete objects; ids that do not exist are skipped."""
+
+    @abc.abstractmethod
+    def validate_import_id(self, opaque_id: bytes) -> bytes:
+        """Return the normalized id, or raise InvalidArgumentError for an id outside
+        the root: absolute paths, `..`, symbolic links out of the root, URL schemes
+        and other buckets."""
+
+    @abc.abstractmethod
+    def list_ids(self, prefix: str = "") -> list[bytes]:
+        """Return the ids of the stored objects under a key prefix, for purges and
+        tests."""
+
+    def put(self, key: str, data: pa.Buffer | bytes) -> int:
+        """Write a whole object and return its size."""
+        writer = self.open_writer(key)
+        try:
+            writer.write(data)
+            return writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def close(self) -> None:
+        """Release connections and files; backends without any keep this no-op."""
