@@ -69,5 +69,5 @@ class StorageBackend(abc.ABC):
             writer.abort()
             raise
 
-    def close(self) -> None:
-        """Release connections and files; backends without any keep this no-op."""
+    def close(self) -> None:  # noqa: B027 - a no-op for backends without resources
+        """Release connections and files."""

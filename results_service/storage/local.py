@@ -1,0 +1,328 @@
+"""Object storage in a local directory, the embedded default backend.
+
+An object under key `a/b` is the file `<root>/a/b`. A writer fills a temporary file in
+`<root>/.partial/` and renames it under its key on commit, so readers only ever see
+whole objects.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import uuid
+from collections.abc import Iterable
+from typing import BinaryIO
+
+import pyarrow as pa
+
+from results_service.errors import (
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+    ServiceError,
+)
+from results_service.storage import (
+    check_offset,
+    check_prefix,
+    check_range,
+    describe_id,
+    normalize_key,
+)
+from results_service.storage.base import ObjectWriter, StorageBackend
+
+logger = logging.getLogger(__name__)
+
+PARTIAL_DIR = ".partial"  # temporary files of uploads in progress, never a key
+_MISSING_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+_PUBLISH_ATTEMPTS = 3
+
+
+def map_os_error(error: OSError, action: str, key: str) -> ServiceError:
+    """Return the service error for an OSError raised by `action` on object `key`.
+
+    `action` is a phrase such as "reading object 'a/b'".
+    """
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceExhaustedError(
+            f"{action} failed: the storage directory is full ({error.strerror}); "
+            "free disk space or purge finished sessions",
+            (key,),
+        )
+    return InternalError(f"{action} failed: {error}", (key,))
+
+
+class LocalWriter(ObjectWriter):
+    """An object written to a temporary file and renamed under its key on commit.
+
+    Attributes:
+        key: the key the object gets on commit.
+        temp_path: the temporary file under `<root>/.partial/`.
+        state: "open", then "committed" or "aborted".
+    """
+
+    def __init__(self, root: str, key: str, temp_path: str) -> None:
+        self.key = key
+        self.temp_path = temp_path
+        self._root = root
+        self._size = 0
+        try:
+            self._file: BinaryIO = open(temp_path, "xb")  # noqa: SIM115 - closed later
+        except OSError as error:
+            raise map_os_error(error, f"creating object {key!r}", key) from error
+        self.state = "open"  # set last: __del__ aborts only a writer built whole
+
+    def write(self, chunk: pa.Buffer | bytes) -> None:
+        self._require_open("write to")
+        view = memoryview(chunk)
+        try:
+            self._file.write(view)
+        except OSError as error:
+            raise map_os_error(
+                error, f"writing object {self.key!r}", self.key
+            ) from error
+        self._size += view.nbytes
+
+    def commit(self) -> int:
+        self._require_open("commit")
+        try:
+            self._file.close()
+            self._publish()
+        except OSError as error:
+            action = f"committing object {self.key!r}"
+            raise map_os_error(error, action, self.key) from error
+
+        self.state = "committed"
+        logger.debug("committed object %s of %d bytes", self.key, self._size)
+        return self._size
+
+    def abort(self) -> None:
+        if self.state != "open":
+            return
+        self.state = "aborted"
+        try:
+            self._file.close()
+        except OSError as error:
+            logger.warning("closing the aborted object %s failed: %s", self.key, error)
+        try:
+            os.unlink(self.temp_path)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            logger.warning(
+                "deleting %s of the aborted object %s failed: %s",
+                self.temp_path,
+                self.key,
+                error,
+            )
+
+    def __del__(self) -> None:
+        if getattr(self, "state", None) == "open":
+            logger.warning("writer of object %s dropped while open; aborting", self.key)
+            self.abort()
+
+    def _require_open(self, action: str) -> None:
+        if self.state != "open":
+            raise FailedPreconditionError(
+                f"cannot {action} object {self.key!r}: its writer is {self.state}; "
+                "open a new writer",
+                (self.key,),
+            )
+
+    def _publish(self) -> None:
+        """Rename the temporary file under the key, creating parent directories.
+
+        A concurrent delete may remove a parent directory that became empty between
+        makedirs and the rename, so a missing directory is retried a few times.
+        """
+        target = os.path.join(self._root, *self.key.split("/"))
+        for attempt in range(1, _PUBLISH_ATTEMPTS + 1):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            try:
+                os.replace(self.temp_path, target)
+                return
+            except FileNotFoundError:
+                if attempt == _PUBLISH_ATTEMPTS or not os.path.exists(self.temp_path):
+                    raise
+
+
+class LocalBackend(StorageBackend):
+    """Objects as files under a root directory, created if missing.
+
+    Reads check that no symbolic link leads outside the root, so an imported id can
+    only reach files under it.
+
+    NOTE: commits do not fsync, so a crash of the machine (not of the process) may
+    lose objects committed just before it. Temporary files of a process that crashed
+    stay in `<root>/.partial/` until removed by hand.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        self._partial_dir = os.path.join(self.root, PARTIAL_DIR)
+        try:
+            os.makedirs(self._partial_dir, exist_ok=True)
+        except OSError as error:
+            action = f"creating the storage directory {self.root!r}"
+            raise map_os_error(error, action, self.root) from error
+        self._real_root = os.path.realpath(self.root)
+        logger.info("local object storage opened at %s", self.root)
+
+    def open_writer(self, key: str) -> LocalWriter:
+        checked = self._checked_key(key.encode("utf-8", errors="surrogatepass"))
+        temp_path = os.path.join(self._partial_dir, uuid.uuid4().hex)
+        return LocalWriter(self.root, checked, temp_path)
+
+    def read_range(self, opaque_id: bytes, offset: int, length: int) -> pa.Buffer:
+        path = self._resolve(opaque_id)
+        check_range(opaque_id, offset, length)
+        key = describe_id(opaque_id)
+
+        # O_NONBLOCK keeps the open from hanging on a FIFO; regular files ignore it.
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except _MISSING_ERRORS as error:
+            raise _not_found(key) from error
+        except OSError as error:
+            raise map_os_error(error, f"reading object {key!r}", key) from error
+
+        try:
+            size = _regular_file_size(fd)
+            if size is None:
+                raise _not_found(key)
+            check_offset(opaque_id, offset, size)
+            return _read_exact(fd, offset, min(length, size - offset), key)
+        except OSError as error:
+            raise map_os_error(error, f"reading object {key!r}", key) from error
+        finally:
+            os.close(fd)
+
+    def sizes(self, opaque_ids: Iterable[bytes]) -> dict[bytes, int | None]:
+        found: dict[bytes, int | None] = {}
+        for opaque_id in opaque_ids:
+            path = self._resolve(opaque_id)
+            try:
+                info = os.stat(path)
+            except _MISSING_ERRORS:
+                found[opaque_id] = None
+                continue
+            except OSError as error:
+                key = describe_id(opaque_id)
+                action = f"reading the size of object {key!r}"
+                raise map_os_error(error, action, key) from error
+            found[opaque_id] = info.st_size if stat.S_ISREG(info.st_mode) else None
+        return found
+
+    def delete(self, opaque_ids: Iterable[bytes]) -> None:
+        for opaque_id in opaque_ids:
+            path = self._resolve(opaque_id)
+            try:
+                os.unlink(path)
+            except _MISSING_ERRORS:
+                continue
+            except OSError as error:
+                key = describe_id(opaque_id)
+                raise map_os_error(error, f"deleting object {key!r}", key) from error
+            self._remove_empty_parents(path)
+
+    def validate_import_id(self, opaque_id: bytes) -> bytes:
+        return self._resolve_key(opaque_id)[0].encode("utf-8")
+
+    def list_ids(self, prefix: str = "") -> list[bytes]:
+        checked = check_prefix(prefix)
+        start = os.path.join(self.root, *checked.split("/")[:-1])
+        if not self._is_inside_root(start):
+            raise InvalidArgumentError(
+                f"key prefix {prefix!r} is invalid: a symbolic link in it leads "
+                "outside the storage root; give a prefix of keys inside the root"
+            )
+
+        keys: list[str] = []
+        for directory, subdirectories, files in os.walk(start):
+            if directory == self.root and PARTIAL_DIR in subdirectories:
+                subdirectories.remove(PARTIAL_DIR)
+            relative = os.path.relpath(directory, self.root).replace(os.sep, "/")
+            for name in files:
+                key = name if relative == "." else f"{relative}/{name}"
+                if key.startswith(checked):
+                    keys.append(key)
+        return sorted(key.encode("utf-8", errors="surrogateescape") for key in keys)
+
+    def _checked_key(self, opaque_id: bytes) -> str:
+        key = normalize_key(opaque_id)
+        if key.split("/", 1)[0] == PARTIAL_DIR:
+            id_text = describe_id(opaque_id)
+            raise InvalidArgumentError(
+                f"opaque id {id_text!r} is invalid: the directory {PARTIAL_DIR}/ "
+                "contains uploads in progress, not objects; give the key of a stored "
+                "object",
+                (id_text,),
+            )
+        return key
+
+    def _resolve_key(self, opaque_id: bytes) -> tuple[str, str]:
+        """Return the key and path of an id, or raise InvalidArgumentError when the
+        id breaks the key syntax or a symbolic link in it leads outside the root."""
+        key = self._checked_key(opaque_id)
+        path = os.path.join(self.root, *key.split("/"))
+        if not self._is_inside_root(path):
+            id_text = describe_id(opaque_id)
+            raise InvalidArgumentError(
+                f"opaque id {id_text!r} is invalid: a symbolic link in it leads "
+                "outside the storage root; give the key of a file inside the root",
+                (id_text,),
+            )
+        return key, path
+
+    def _is_inside_root(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return os.path.commonpath([real, self._real_root]) == self._real_root
+
+    def _resolve(self, opaque_id: bytes) -> str:
+        return self._resolve_key(opaque_id)[1]
+
+    def _remove_empty_parents(self, path: str) -> None:
+        """Remove the directories above a deleted file that became empty, up to the
+        root, so purged sessions leave no directories behind."""
+        directory = os.path.dirname(path)
+        while directory != self.root and directory.startswith(self.root + os.sep):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return  # not empty, or removed by a concurrent delete
+            directory = os.path.dirname(directory)
+
+
+def _not_found(key: str) -> NotFoundError:
+    return NotFoundError(
+        f"object {key!r} not found in the storage directory; check the opaque id, "
+        "or whether the data was deleted",
+        (key,),
+    )
+
+
+def _regular_file_size(fd: int) -> int | None:
+    """Return the size of an open file, or None when it is not a regular file."""
+    info = os.fstat(fd)
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def _read_exact(fd: int, offset: int, count: int, key: str) -> pa.Buffer:
+    """Read `count` bytes at `offset` straight into a new Arrow buffer."""
+    buffer = pa.allocate_buffer(count)
+    view = memoryview(buffer)
+    done = 0
+    while done < count:
+        received = os.preadv(fd, [view[done:]], offset + done)
+        if received == 0:
+            raise InternalError(
+                f"object {key!r} ended at byte {offset + done} while {count} bytes "
+                f"were read from offset {offset}: it was truncated during the read; "
+                "retry the download",
+                (key,),
+            )
+        done += received
+    return buffer
