@@ -172,13 +172,15 @@ def compile_filters(
     filters: Filters | None, fields: Mapping[str, FieldKind]
 ) -> Predicate:
     """Check an OR of ANDs and return one predicate over records."""
-    if filters is None or len(filters) == 0:
+    if filters is None:
         return lambda record: True
     if isinstance(filters, (str, bytes)) or not isinstance(filters, Sequence):
         raise InvalidArgumentError(
             f"filters {filters!r} are invalid: give a list of lists of Condition, an "
             "OR of ANDs"
         )
+    if len(filters) == 0:
+        return lambda record: True
     groups: list[list[Predicate]] = []
     for group in filters:
         if isinstance(group, Condition) or not isinstance(group, Sequence):

@@ -110,6 +110,7 @@ class ServiceSettings:
             (self.transfer_window_chunks >= 1, "transfer_window_chunks", "at least 1"),
             (self.s3_part_size >= S3_MIN_PART_SIZE, "s3_part_size", "at least 5 MiB"),
             (self.lease_seconds > 0, "lease_seconds", "positive"),
+            (self.lease_check_seconds > 0, "lease_check_seconds", "positive"),
             (self.upload_idle_seconds > 0, "upload_idle_seconds", "positive"),
             (self.event_log_size >= 1, "event_log_size", "at least 1"),
         ]

@@ -69,7 +69,7 @@ SESSIONS_ACCEPTING_DATA = frozenset({S.RUNNING, S.PAUSED, S.CLOSED})
 
 def can_move_result(current: ResultStatus, target: ResultStatus) -> bool:
     """Tell whether a result may go from `current` to `target`."""
-    return target in RESULT_MOVES[current]
+    return target in RESULT_MOVES.get(current, frozenset())
 
 
 def can_move_task(current: TaskStatus, target: TaskStatus) -> bool:
@@ -79,7 +79,8 @@ def can_move_task(current: TaskStatus, target: TaskStatus) -> bool:
 
 def move_result(record: ResultRecord, target: ResultStatus) -> None:
     """Set a result's status, or raise FailedPreconditionError for an illegal move."""
-    if target not in RESULT_MOVES[record.status]:
+    # NOTFOUND has no row because it only appears in replies, never on a record.
+    if target not in RESULT_MOVES.get(record.status, frozenset()):
         raise FailedPreconditionError(
             f"result {record.result_id} cannot go from {record.status.name} to "
             f"{target.name}; only a CREATED result takes data, and only a COMPLETED "

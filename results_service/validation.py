@@ -108,9 +108,13 @@ def merge_task_options(
             raise InvalidArgumentError(
                 f"task options {unknown} are unknown; use {', '.join(TASK_OPTION_FIELDS)}"
             )
+        previous_options = merged["options"]
         merged.update(override)
-        if "options" in override and isinstance(override["options"], dict):
-            merged["options"] = {**getattr(defaults, "options"), **override["options"]}
+        # The free-form options merge key by key over those of earlier levels.
+        if isinstance(override.get("options"), dict) and isinstance(
+            previous_options, dict
+        ):
+            merged["options"] = {**previous_options, **override["options"]}
     return check_task_options(TaskOptions(**merged))
 
 

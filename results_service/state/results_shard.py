@@ -17,6 +17,7 @@ from results_service import filters
 from results_service.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
+    InvalidArgumentError,
     NotFoundError,
 )
 from results_service.records import ResultRecord, ResultStatus, StatusChange
@@ -26,6 +27,23 @@ logger = logging.getLogger(__name__)
 
 # Results that can never complete: a task depending on one would wait forever.
 UNUSABLE_STATUSES = frozenset({ResultStatus.ABORTED, ResultStatus.DELETED})
+
+
+def reject_repeated_ids(result_ids: Sequence[str], what: str) -> None:
+    """Raise InvalidArgumentError if a result id appears twice in one batch.
+
+    A repeated id would pass the checks once and then fail halfway through the
+    changes, breaking the all-or-none promise of the batch methods.
+    """
+    seen: set[str] = set()
+    for result_id in result_ids:
+        if result_id in seen:
+            raise InvalidArgumentError(
+                f"result {result_id} appears more than once in one {what} request. "
+                "Give each result once.",
+                (result_id,),
+            )
+        seen.add(result_id)
 
 
 class ResultsShard:
@@ -100,12 +118,16 @@ class ResultsShard:
 
     def insert(self, records: Sequence[ResultRecord]) -> None:
         """Add new records; raise AlreadyExistsError, adding none, if an id is taken."""
-        taken = [
-            record.result_id for record in records if record.result_id in self.results
-        ]
+        seen: set[str] = set()
+        taken = []
+        for record in records:
+            if record.result_id in self.results or record.result_id in seen:
+                taken.append(record.result_id)
+            seen.add(record.result_id)
         if taken:
             raise AlreadyExistsError(
-                f"result ids already exist: {taken[:10]}", tuple(taken)
+                f"result ids already exist or repeat in the batch: {taken[:10]}",
+                tuple(taken),
             )
         for record in records:
             self.results[record.result_id] = record
@@ -145,6 +167,7 @@ class ResultsShard:
         each, the tasks that were waiting on it; those tasks are forgotten here.
         """
         ids = [result_id for result_id, _, _ in completions]
+        reject_repeated_ids(ids, "completion")
         self.check_writable(session_id, ids)
         if owner_task_id is not None:
             for result_id in ids:
@@ -245,6 +268,7 @@ class ResultsShard:
         `claims` holds (result_id, task_id) pairs. Each result must be CREATED and
         have no owner yet, so that exactly one task produces it.
         """
+        reject_repeated_ids([result_id for result_id, _ in claims], "output claim")
         records = self.find_all(session_id, [result_id for result_id, _ in claims])
         for record in records:
             if record.status != ResultStatus.CREATED:

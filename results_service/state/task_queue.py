@@ -20,8 +20,10 @@ class QueueState:
 
     Attributes:
         heaps: per partition, entries (-priority, sequence, task_id); entries whose
-            task left `entries` are skipped when popped.
+            sequence is not the task's current one in `sequences` are stale and
+            skipped, as a task parked and queued again gets a new entry.
         entries: queued tasks by id.
+        sequences: sequence number of each queued task's current heap entry.
         by_session: ids of each session's queued tasks.
         paused_sessions: sessions whose new tasks are parked.
         parked: per paused session, its tasks in arrival order.
@@ -32,6 +34,7 @@ class QueueState:
             list
         )
         self.entries: dict[str, QueuedTask] = {}
+        self.sequences: dict[str, int] = {}
         self.by_session: dict[str, set[str]] = collections.defaultdict(set)
         self.paused_sessions: set[str] = set()
         self.parked: dict[str, dict[str, QueuedTask]] = collections.defaultdict(dict)
@@ -60,20 +63,31 @@ class QueueState:
         return queued, parked
 
     def _enqueue(self, message: QueuedTask) -> None:
+        sequence = next(self.counter)
         self.entries[message.task_id] = message
+        self.sequences[message.task_id] = sequence
         self.by_session[message.session_id].add(message.task_id)
         heapq.heappush(
             self.heaps[message.partition_id],
-            (-message.priority, next(self.counter), message.task_id),
+            (-message.priority, sequence, message.task_id),
         )
+
+    def _dequeue(self, task_id: str) -> QueuedTask | None:
+        self.sequences.pop(task_id, None)
+        return self.entries.pop(task_id, None)
+
+    def _is_current(self, sequence: int, task_id: str) -> bool:
+        return self.sequences.get(task_id) == sequence
 
     def pop(self, partition_id: str, count: int) -> list[QueuedTask]:
         """Take up to `count` tasks of a partition, highest priority first."""
         heap = self.heaps.get(partition_id)
         taken: list[QueuedTask] = []
         while heap and len(taken) < count:
-            _, _, task_id = heapq.heappop(heap)
-            message = self.entries.pop(task_id, None)
+            _, sequence, task_id = heapq.heappop(heap)
+            if not self._is_current(sequence, task_id):
+                continue
+            message = self._dequeue(task_id)
             if message is None:
                 continue
             self.by_session[message.session_id].discard(task_id)
@@ -88,15 +102,22 @@ class QueueState:
         """Return the queued tasks of a partition in the order they would leave."""
         heap = sorted(self.heaps.get(partition_id, []))
         return [
-            self.entries[task_id] for _, _, task_id in heap if task_id in self.entries
+            self.entries[task_id]
+            for _, sequence, task_id in heap
+            if self._is_current(sequence, task_id)
         ]
 
     def pause_session(self, session_id: str) -> list[str]:
         """Park the session's queued tasks and every later one; return parked ids."""
         self.paused_sessions.add(session_id)
         moved = []
-        for task_id in list(self.by_session.pop(session_id, set())):
-            message = self.entries.pop(task_id, None)
+        # Park in arrival order, which resume_session keeps when it queues them back.
+        queued = sorted(
+            self.by_session.pop(session_id, set()),
+            key=lambda task_id: self.sequences.get(task_id, -1),
+        )
+        for task_id in queued:
+            message = self._dequeue(task_id)
             if message is not None:
                 self.parked[session_id][task_id] = message
                 moved.append(task_id)
@@ -115,7 +136,7 @@ class QueueState:
         self.paused_sessions.discard(session_id)
         removed = len(self.parked.pop(session_id, {}))
         for task_id in self.by_session.pop(session_id, set()):
-            if self.entries.pop(task_id, None) is not None:
+            if self._dequeue(task_id) is not None:
                 removed += 1
         return removed
 
@@ -126,7 +147,7 @@ class QueueState:
         for task_id in task_ids:
             message = self.entries.get(task_id)
             if message is not None and message.session_id == session_id:
-                del self.entries[task_id]
+                self._dequeue(task_id)
                 self.by_session[session_id].discard(task_id)
                 removed += 1
             elif parked.pop(task_id, None) is not None:

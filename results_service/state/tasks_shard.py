@@ -110,10 +110,16 @@ class TasksShard:
 
     def insert(self, records: Sequence[TaskRecord]) -> None:
         """Add new tasks; raise AlreadyExistsError, adding none, if an id is taken."""
-        taken = [record.task_id for record in records if record.task_id in self.tasks]
+        seen: set[str] = set()
+        taken = []
+        for record in records:
+            if record.task_id in self.tasks or record.task_id in seen:
+                taken.append(record.task_id)
+            seen.add(record.task_id)
         if taken:
             raise AlreadyExistsError(
-                f"task ids already exist: {taken[:10]}", tuple(taken)
+                f"task ids already exist or repeat in the batch: {taken[:10]}",
+                tuple(taken),
             )
         for record in records:
             self.tasks[record.task_id] = record
@@ -202,7 +208,12 @@ class TasksShard:
             record = self.tasks.get(message.task_id)
             if record is None:
                 continue
-            dispatchable = record.status == TaskStatus.SUBMITTED or (
+            # The queue hands out no task of a paused session, so a PAUSED task here
+            # was resumed by the queue before this shard moved it back to SUBMITTED.
+            dispatchable = record.status in (
+                TaskStatus.SUBMITTED,
+                TaskStatus.PAUSED,
+            ) or (
                 record.status in WAITING_TASK_STATUSES
                 and record.task_id in self.claimed
             )
@@ -439,6 +450,8 @@ class TasksShard:
         """Remove every task of the session and return how many there were."""
         ids = self.by_session.pop(session_id, set())
         self.remove(ids)
+        # `remove` recreates the session's entry of the defaultdict, so drop it again.
+        self.by_session.pop(session_id, None)
         return len(ids)
 
     def list(
