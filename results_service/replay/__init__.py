@@ -1,0 +1,1 @@
+"""Replay of scientific workflow traces on the Results service."""
