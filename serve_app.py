@@ -47,7 +47,12 @@ FINAL_RESULT_STATUSES = frozenset(
 )
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=2000)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0},
+    max_ongoing_requests=2000,
+    # One access-log line per call would cost more than many of the calls themselves.
+    logging_config={"log_level": "WARNING", "enable_access_log": False},
+)
 class ControlPlane:
     """Validates requests, calls the owning shards and streams data.
 
@@ -213,9 +218,6 @@ class ControlPlane:
 
     async def open_download(self, session_id: str, result_id: str) -> DownloadInfo:
         return await transfers.open_download(self.bp, session_id, result_id)
-
-    def read_download(self, token: bytes, offset: int, length: int) -> list[Any]:
-        return transfers.read_download(self.bp, token, offset, length)
 
     # Tasks
 

@@ -29,7 +29,13 @@ __all__ = [
     "SessionsTable",
     "TaskQueue",
     "TasksTable",
+    "actor_name",
 ]
+
+
+def actor_name(settings: ServiceSettings, role: str) -> str:
+    """Return the name of one of a deployment's actors, such as "storage"."""
+    return f"{settings.app_name}/{role}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +54,7 @@ class ServiceActors:
 
         def named(actor_class: Any, name: str, *args: Any) -> Any:
             return actor_class.options(
-                name=f"{settings.app_name}/{name}",
+                name=actor_name(settings, name),
                 namespace=settings.namespace,
                 lifetime="detached",
                 get_if_exists=True,

@@ -269,12 +269,24 @@ class Page:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DownloadInfo:
-    """What a client needs to read a result's data in ranges."""
+    """What a client needs to read a result's data in ranges.
+
+    Attributes:
+        token: proof, checked by the storage actor, that the control plane allowed
+            this read; it names one stored object.
+        size: bytes of data.
+        chunk_size: maximum bytes per chunk.
+        window_chunks: chunks to request per read call.
+        storage_actor: name of the ObjectStorage actor that serves the reads.
+        namespace: Ray namespace of that actor.
+    """
 
     token: bytes
     size: int
     chunk_size: int
     window_chunks: int
+    storage_actor: str
+    namespace: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -2,8 +2,10 @@
 
 An upload is opened, written in windows of chunks, and finished; the bytes go to
 the ObjectStorage actor as ObjectRefs, so they do not pass through the control plane.
-A download is opened once, then read by ranges, so an abandoned download holds no
-state anywhere and a slow reader makes the service hold only the range it asked for.
+A download is opened once at the control plane, which checks the result and signs a
+token; the client then reads ranges straight from the ObjectStorage actor with that
+token. An abandoned download holds no state anywhere, and a slow reader makes the
+service hold only the range it asked for.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import ray
-
+from actors import actor_name
 from results_service import validation
 from results_service.control.backplane import Backplane, call
 from results_service.control.results_api import complete_and_resolve
@@ -150,31 +151,6 @@ async def open_download(bp: Backplane, session_id: str, result_id: str) -> Downl
         size=record.size,
         chunk_size=bp.settings.data_chunk_max_size,
         window_chunks=bp.settings.transfer_window_chunks,
+        storage_actor=actor_name(bp.settings, "storage"),
+        namespace=bp.settings.namespace,
     )
-
-
-def read_download(
-    bp: Backplane, token: bytes, offset: int, length: int
-) -> list[ray.ObjectRef]:
-    """Start reading a range and return a reference to its list of chunks.
-
-    The reply carries only the reference, so the bytes go from the storage actor to
-    the reader without passing through the control plane.
-    """
-    if not isinstance(token, bytes):
-        raise InvalidArgumentError(
-            "download token is invalid; call open_download again"
-        )
-    max_length = (
-        bp.settings.data_chunk_max_size * bp.settings.transfer_window_chunks * 4
-    )
-    for name, value in (("offset", offset), ("length", length)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise InvalidArgumentError(
-                f"{name} {value!r} is invalid: give an integer >= 0"
-            )
-    if length > max_length:
-        raise InvalidArgumentError(
-            f"read length {length} exceeds the limit of {max_length} bytes per call"
-        )
-    return [bp.actors.storage.read.remote(token, offset, length)]

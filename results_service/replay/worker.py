@@ -1,0 +1,158 @@
+"""Replay workers: Ray actors that run the tasks of a replayed workflow.
+
+Each worker acquires tasks from the queue under a lease, downloads and checks every
+input, optionally sleeps the trace's runtime times a time scale, and completes the
+task with outputs whose content derives from their file ids. It records each run
+for the verification that follows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import ray
+
+from results_service.errors import ServiceError
+from results_service.replay.content import check_content, file_bytes, iter_file_chunks
+from results_service.replay.verify import ContentCheck, TaskRun
+
+logger = logging.getLogger(__name__)
+
+# Outputs up to this size go inline with complete_task; larger ones are uploaded.
+INLINE_OUTPUT_BYTES = 256 * 1024
+
+
+def make_payload(
+    task_id: str,
+    command: list[str],
+    runtime_seconds: float,
+    inputs: dict[str, tuple[str, int]],
+    outputs: dict[str, tuple[str, int]],
+) -> bytes:
+    """Return a task's payload: its command line and the result ids and sizes of its
+    files, as JSON."""
+    return json.dumps(
+        {
+            "task_id": task_id,
+            "command": command,
+            "runtime_seconds": runtime_seconds,
+            "inputs": inputs,
+            "outputs": outputs,
+        }
+    ).encode()
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class ReplayWorker:
+    """Runs tasks of one partition until stopped.
+
+    Attributes:
+        runs: executions recorded so far.
+        fault: a fault to inject, for tests of the verification: "skip-download"
+            makes the worker skip the first input of the first task that has one.
+    """
+
+    def __init__(
+        self,
+        app_name: str,
+        worker_id: str,
+        partition_id: str,
+        time_scale: float,
+        fault: str | None = None,
+    ) -> None:
+        from ray import serve
+
+        from results_service.client import ResultsClient
+
+        self.client = ResultsClient(serve.get_app_handle(app_name))
+        self.worker_id = worker_id
+        self.partition_id = partition_id
+        self.time_scale = time_scale
+        self.fault = fault
+        self.runs: list[TaskRun] = []
+        self.errors: list[str] = []
+        self.bytes_uploaded = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=worker_id, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                tasks = self.client.acquire_tasks(
+                    self.partition_id, self.worker_id, max_tasks=1, wait_seconds=0.5
+                )
+            except Exception as error:
+                logger.warning("worker %s failed to acquire tasks: %s", self.worker_id, error)
+                self.errors.append(f"acquire: {error}")
+                time.sleep(0.5)
+                continue
+            for task in tasks:
+                self._run(task)
+
+    def _run(self, task: Any) -> None:
+        try:
+            started_at = time.time()
+            payload = json.loads(self.client.read_result_data(task.session_id, task.payload_id))
+            checks = self._download_inputs(task.session_id, payload["inputs"])
+            if self.time_scale > 0 and payload["runtime_seconds"] > 0:
+                time.sleep(payload["runtime_seconds"] * self.time_scale)
+            self._complete(task, payload["outputs"])
+            self.runs.append(
+                TaskRun(payload["task_id"], self.worker_id, started_at, time.time(), checks)
+            )
+        except ServiceError as error:
+            logger.warning("worker %s: task %s failed: %s", self.worker_id, task.task_id, error)
+            self.errors.append(f"task {task.task_id}: {error}")
+            try:
+                self.client.fail_task(task.session_id, task.task_id, task.lease_id, str(error))
+            except ServiceError as failure:
+                logger.warning("worker %s could not fail task %s: %s", self.worker_id, task.task_id, failure)
+
+    def _download_inputs(
+        self, session_id: str, inputs: dict[str, list[Any]]
+    ) -> dict[str, ContentCheck]:
+        checks: dict[str, ContentCheck] = {}
+        for file_id, (result_id, size) in inputs.items():
+            if self.fault == "skip-download":
+                self.fault = None
+                continue
+            received = 0
+
+            def counted(chunks: Any) -> Any:
+                nonlocal received
+                for chunk in chunks:
+                    received += len(chunk)
+                    yield chunk
+
+            stream = self.client.download_result_data(session_id, result_id)
+            mismatch = check_content(file_id, size, counted(stream))
+            checks[file_id] = ContentCheck(received, mismatch is None, mismatch or "")
+        return checks
+
+    def _complete(self, task: Any, outputs: dict[str, list[Any]]) -> None:
+        inline: dict[str, bytes] = {}
+        for file_id, (result_id, size) in outputs.items():
+            if size <= INLINE_OUTPUT_BYTES:
+                inline[result_id] = file_bytes(file_id, size)
+            else:
+                self.client.upload_result_data(
+                    task.session_id,
+                    result_id,
+                    iter_file_chunks(file_id, size, 4 * 1024 * 1024),
+                    task_id=task.task_id,
+                    lease_id=task.lease_id,
+                )
+            self.bytes_uploaded += size
+        self.client.complete_task(task.session_id, task.task_id, task.lease_id, inline)
+
+    def stop(self) -> tuple[list[TaskRun], list[str], int]:
+        """Stop after the task in progress; return the runs, errors and bytes written."""
+        self.stopping.set()
+        self.thread.join(timeout=60)
+        self.client.close()
+        return self.runs, self.errors, self.bytes_uploaded
