@@ -23,6 +23,7 @@ import pyarrow as pa
 import ray
 from ray import serve
 
+from results_service import loopback
 from results_service.errors import ServiceError, unwrap_ray_error
 from results_service.filters import Condition, Sort
 from results_service.records import (
@@ -78,6 +79,7 @@ def start_local_service(
             address="local",
             num_cpus=num_cpus,
             include_dashboard=False,
+            runtime_env={"worker_process_setup_hook": loopback.SETUP_HOOK},
             namespace=settings.namespace,
             logging_level=logging.WARNING,
         )
@@ -137,6 +139,7 @@ class AsyncResultsClient:
     def __init__(self, handle: Any) -> None:
         self.handle = handle
         self._configuration: ServiceConfiguration | None = None
+        self._storage_actors: dict[tuple[str, str], Any] = {}
 
     @classmethod
     def connect(cls, app_name: str = "results", address: str | None = None) -> AsyncResultsClient:
@@ -308,27 +311,38 @@ class AsyncResultsClient:
         except Exception:
             logger.warning("aborting upload %s failed; the service drops it when idle", upload_id)
 
-    async def download_result_data(self, session_id: str, result_id: str) -> AsyncIterator[pa.Buffer]:
+    async def download_result_data(
+        self, session_id: str, result_id: str
+    ) -> AsyncIterator[pa.Buffer]:
         """Yield the result's data as buffers of at most data_chunk_max_size bytes.
 
-        One range is read ahead of the one being consumed, so memory stays at two
-        ranges of transfer_window_chunks chunks. Zero bytes give no chunk.
+        Ranges are read straight from the storage actor with a token from the
+        control plane. One range is read ahead of the one being consumed, so memory
+        stays at two ranges of transfer_window_chunks chunks. Zero bytes give no
+        chunk.
         """
         info: DownloadInfo = await self._call("open_download", session_id, result_id)
+        reader = self._storage_actor(info)
         step = info.chunk_size * info.window_chunks
         offsets = iter(range(0, info.size, step))
 
         def request(offset: int) -> Any:
-            return self.handle.read_download.remote(info.token, offset, min(step, info.size - offset))
+            return reader.read.remote(info.token, offset, min(step, info.size - offset))
 
         ahead = [request(offset) for offset in [next(offsets, None)] if offset is not None]
         while ahead:
-            (reference,) = await _result(ahead.pop())
+            reference = ahead.pop()
             following = next(offsets, None)
             if following is not None:
                 ahead.append(request(following))
             for buffer in await _result(reference):
                 yield buffer
+
+    def _storage_actor(self, info: DownloadInfo) -> Any:
+        key = (info.storage_actor, info.namespace)
+        if key not in self._storage_actors:
+            self._storage_actors[key] = ray.get_actor(info.storage_actor, namespace=info.namespace)
+        return self._storage_actors[key]
 
     async def read_result_data(self, session_id: str, result_id: str) -> bytes:
         """Return the result's whole data; use download_result_data for large data."""
@@ -405,6 +419,14 @@ class AsyncResultsClient:
     async def queue_contents(self, partition_id: str) -> list[Any]:
         """Return the queued tasks of a partition in dispatch order."""
         return await self._call("queue_contents", partition_id)
+
+    async def open_uploads(self) -> int:
+        """Return the number of uploads open in the object storage actor."""
+        return await self._call("open_uploads")
+
+    async def stored_ids(self, prefix: str = "") -> list[bytes]:
+        """Return the opaque ids of the stored objects under a key prefix."""
+        return await self._call("stored_ids", prefix)
 
 
 class ResultsClient:
