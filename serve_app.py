@@ -219,6 +219,11 @@ class ControlPlane:
     async def open_download(self, session_id: str, result_id: str) -> DownloadInfo:
         return await transfers.open_download(self.bp, session_id, result_id)
 
+    async def open_downloads(
+        self, session_id: str, result_ids: list[str]
+    ) -> list[DownloadInfo]:
+        return await transfers.open_downloads(self.bp, session_id, result_ids)
+
     # Tasks
 
     async def submit_tasks(

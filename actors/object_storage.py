@@ -32,7 +32,7 @@ Chunk = pa.Buffer | bytes | ray.ObjectRef
 class Upload:
     """An object being written, with what the control plane needs to finish it."""
 
-    __slots__ = ("writer", "key", "context", "touched_at", "size", "busy")
+    __slots__ = ("writer", "key", "context", "touched_at", "size", "busy", "idle")
 
     def __init__(self, writer: ObjectWriter, key: str, context: dict[str, Any]) -> None:
         self.writer = writer
@@ -41,6 +41,10 @@ class Upload:
         self.touched_at = time.monotonic()
         self.size = 0
         self.busy = False
+        # Set while no write runs; commit and abort wait for it, because a writer
+        # is not safe to use from two threads at once.
+        self.idle = asyncio.Event()
+        self.idle.set()
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
@@ -126,6 +130,7 @@ class ObjectStorage:
                 (upload_id,),
             )
         upload.busy = True
+        upload.idle.clear()
         try:
             buffers = [
                 await chunk if isinstance(chunk, ray.ObjectRef) else chunk
@@ -141,10 +146,12 @@ class ObjectStorage:
             await asyncio.to_thread(_write_all, upload.writer, buffers)
             upload.size += sum(len(buffer) for buffer in buffers)
         except BaseException:
+            upload.idle.set()
             await self.abort_upload(upload_id)
             raise
         finally:
             upload.busy = False
+            upload.idle.set()
             upload.touched_at = time.monotonic()
         return upload.size
 
@@ -154,6 +161,7 @@ class ObjectStorage:
         if upload is None:
             self._upload(upload_id)
             raise AssertionError("unreachable")
+        await upload.idle.wait()
         try:
             size = await asyncio.to_thread(upload.writer.commit)
         except BaseException:
@@ -165,6 +173,9 @@ class ObjectStorage:
         """Discard an upload; an unknown id is skipped."""
         upload = self.uploads.pop(upload_id, None)
         if upload is not None:
+            # A write still running in its thread could otherwise start an S3
+            # multipart upload after the abort, which would then stay open.
+            await upload.idle.wait()
             try:
                 await asyncio.to_thread(upload.writer.abort)
             except Exception:
@@ -203,6 +214,21 @@ class ObjectStorage:
         """Return a token that lets `read` serve this object."""
         return self._signature(opaque_id) + opaque_id
 
+    async def open_reads(
+        self, objects: Sequence[tuple[bytes, int]], inline_max: int
+    ) -> list[tuple[bytes, pa.Buffer | None]]:
+        """Return a read token for each (opaque id, size), and the whole data of
+        objects of at most `inline_max` bytes, read in parallel."""
+        small = [index for index, (_, size) in enumerate(objects) if size <= inline_max]
+        buffers = await asyncio.gather(
+            *(
+                asyncio.to_thread(self.backend.read_range, objects[index][0], 0, objects[index][1])
+                for index in small
+            )
+        )
+        data: dict[int, pa.Buffer] = dict(zip(small, buffers))
+        return [(self.sign(opaque_id), data.get(index)) for index, (opaque_id, _) in enumerate(objects)]
+
     async def read(self, token: bytes, offset: int, length: int) -> list[pa.Buffer]:
         """Return the bytes of [offset, offset + length) as chunks of at most
         data_chunk_max_size; fewer bytes at the end of the object."""
@@ -212,6 +238,20 @@ class ObjectStorage:
                 "download token is invalid; call open_download again"
             )
         chunk = self.settings.data_chunk_max_size
+        # One call holds the whole range in memory, so its length is bounded.
+        limit = chunk * self.settings.transfer_window_chunks
+        if (
+            not isinstance(offset, int)
+            or not isinstance(length, int)
+            or offset < 0
+            or not 0 <= length <= limit
+        ):
+            raise InvalidArgumentError(
+                f"read at offset {offset!r} with length {length!r} is invalid: the "
+                f"offset must be 0 or more and the length at most {limit} bytes "
+                "(data_chunk_max_size times transfer_window_chunks); read larger "
+                "ranges in several calls"
+            )
         starts = range(offset, offset + length, chunk)
         buffers = await asyncio.gather(
             *(

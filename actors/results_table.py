@@ -112,6 +112,11 @@ class ResultsTable:
     def delete_session(self, session_id: str) -> int:
         return self.state.delete_session(session_id)
 
+    def holders_of(
+        self, opaque_ids: Sequence[bytes]
+    ) -> list[tuple[bytes, str, str, bool]]:
+        return self.state.holders_of(opaque_ids)
+
     def list(
         self,
         filter_groups: filters.Filters | None,

@@ -49,8 +49,8 @@ class TasksTable:
     ) -> list[QueuedTask]:
         return self.state.remove_dependencies(removals, finalize)
 
-    def mark_queued(self, submitted: Sequence[str], paused: Sequence[str]) -> None:
-        self.state.mark_queued(submitted, paused)
+    def mark_queued(self, submitted: Sequence[str], paused: Sequence[str]) -> list[str]:
+        return self.state.mark_queued(submitted, paused)
 
     def dispatch(
         self, messages: Sequence[QueuedTask], worker_id: str
@@ -81,9 +81,12 @@ class TasksTable:
     ) -> Ending:
         return self.state.begin_completion(session_id, task_id, lease_id, inline_ids)
 
-    def end(self, task_ids: Sequence[str], status: TaskStatus, error: str = "") -> None:
-        for task_id in task_ids:
-            self.state.end(task_id, status, error)
+    def end(
+        self, task_ids: Sequence[str], status: TaskStatus, error: str = ""
+    ) -> list[TaskRecord]:
+        """Set a final status on tasks and return the records found."""
+        ended = [self.state.end(task_id, status, error) for task_id in task_ids]
+        return [record for record in ended if record is not None]
 
     def start_retry(self, record: TaskRecord) -> list[QueuedTask]:
         """Insert the retry of a failed task and claim it, as it is ready at once."""

@@ -259,12 +259,20 @@ class AsyncResultsClient:
         stream = self.handle.options(stream=True).watch_results.remote(
             session_id, list(result_ids), frozenset(until), timeout
         )
+        ended = False
         try:
             async for batch in stream:
                 for change in batch:
                     yield change
+            ended = True
         except ServiceError as error:
+            ended = True
             raise unwrap_ray_error(error) from None
+        finally:
+            # A stream left early would keep watching in the service until every
+            # result is final, which may be never.
+            if not ended:
+                stream.cancel()
 
     # Data
 
@@ -321,7 +329,25 @@ class AsyncResultsClient:
         stays at two ranges of transfer_window_chunks chunks. Zero bytes give no
         chunk.
         """
-        info: DownloadInfo = await self._call("open_download", session_id, result_id)
+        (info,) = await self.open_downloads(session_id, [result_id])
+        async for buffer in self.iter_download(info):
+            yield buffer
+
+    async def open_downloads(
+        self, session_id: str, result_ids: Sequence[str]
+    ) -> list[DownloadInfo]:
+        """Open several downloads in one call; small data comes back inline.
+
+        Read each with `iter_download`.
+        """
+        return await self._call("open_downloads", session_id, list(result_ids))
+
+    async def iter_download(self, info: DownloadInfo) -> AsyncIterator[pa.Buffer]:
+        """Yield the data of a download opened with `open_downloads`, in chunks."""
+        if info.data is not None:
+            for start in range(0, len(info.data), info.chunk_size):
+                yield info.data.slice(start, min(info.chunk_size, len(info.data) - start))
+            return
         reader = self._storage_actor(info)
         step = info.chunk_size * info.window_chunks
         offsets = iter(range(0, info.size, step))
@@ -475,7 +501,7 @@ class ResultsClient:
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.aio, name)
-        if name in ("watch_results", "download_result_data"):
+        if name in ("watch_results", "download_result_data", "iter_download"):
             return lambda *args, **kwargs: self._iterate(method(*args, **kwargs))
         if not asyncio.iscoroutinefunction(method):
             raise AttributeError(name)

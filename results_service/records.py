@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from typing import Any
 
 
 class ResultStatus(enum.IntEnum):
@@ -279,6 +280,8 @@ class DownloadInfo:
         window_chunks: chunks to request per read call.
         storage_actor: name of the ObjectStorage actor that serves the reads.
         namespace: Ray namespace of that actor.
+        result_id: the result whose data this is.
+        data: the whole data when it is small, so no read is needed; else None.
     """
 
     token: bytes
@@ -287,6 +290,8 @@ class DownloadInfo:
     window_chunks: int
     storage_actor: str
     namespace: str
+    result_id: str = ""
+    data: Any = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

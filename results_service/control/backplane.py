@@ -155,12 +155,24 @@ class Backplane:
         queued, parked = await call(self.actors.queue.push.remote(ordered))
         submitted_groups = self.tasks_groups(queued)
         parked_groups = self.tasks_groups(parked)
-        await gather(
+        gone_lists = await gather(
             self.actors.tasks[shard].mark_queued.remote(
                 submitted_groups.get(shard, []), parked_groups.get(shard, [])
             )
             for shard in set(submitted_groups) | set(parked_groups)
         )
+        gone = {task_id for task_ids in gone_lists for task_id in task_ids}
+        if gone:
+            # A cancel, an abort or a session deletion ended these tasks after their
+            # claim and may have emptied the queue before this push landed.
+            by_session: dict[str, list[str]] = defaultdict(list)
+            for message in ready:
+                if message.task_id in gone:
+                    by_session[message.session_id].append(message.task_id)
+            await gather(
+                self.actors.queue.remove_tasks.remote(session_id, task_ids)
+                for session_id, task_ids in by_session.items()
+            )
         logger.debug("queued %d tasks, parked %d", len(queued), len(parked))
 
     async def abort_cascade(

@@ -21,6 +21,7 @@ from results_service.records import (
     ResultCreate,
     ResultRecord,
     ResultStatus,
+    SessionStatus,
     StatusChange,
 )
 from results_service.state.sessions import (
@@ -29,6 +30,9 @@ from results_service.state.sessions import (
 )
 
 logger = logging.getLogger(__name__)
+
+# Sessions whose stored data was deleted, so data completed there is deleted too.
+DATA_DELETED_SESSIONS = frozenset({SessionStatus.PURGED, SessionStatus.DELETED})
 
 
 def parse_creates(items: Any, bp: Backplane, with_data: bool) -> list[ResultCreate]:
@@ -186,10 +190,59 @@ async def complete_and_resolve(
         records, dependents = outcome
         completed.update((record.result_id, record) for record in records)
         waiting.update(dependents)
+    await discard_after_purge(bp, session_id, list(completed.values()))
     await bp.resolve(waiting)
     if error is not None:
         raise error
     return [completed[result_id] for result_id, _, _ in completions]
+
+
+async def discard_after_purge(
+    bp: Backplane, session_id: str, records: Sequence[ResultRecord]
+) -> None:
+    """Delete the data of results completed after their session's purge or deletion
+    began, then raise FailedPreconditionError.
+
+    A transfer checks the session when it starts, so a purge can run while it is in
+    flight. The purge deletes the data of the results completed before it reaches
+    their shard, and this deletes the data of those completed after.
+    """
+    if not records:
+        return
+    try:
+        status = (await bp.session(session_id)).status
+    except NotFoundError:
+        status = SessionStatus.DELETED
+    if status not in DATA_DELETED_SESSIONS:
+        return
+
+    result_ids = [record.result_id for record in records]
+    try:
+        await gather(
+            bp.actors.results[shard].delete_data.remote(session_id, group)
+            for shard, group in bp.results_groups(result_ids).items()
+        )
+    except NotFoundError:
+        pass  # the records went with the session's deletion
+    await bp.delete_objects(
+        [
+            record.opaque_id
+            for record in records
+            if record.opaque_id and not record.manual_deletion
+        ]
+    )
+    logger.warning(
+        "data of results %s arrived after session %s was %s; it was deleted",
+        result_ids[:10],
+        session_id,
+        status.name,
+    )
+    raise FailedPreconditionError(
+        f"session {session_id} is {status.name} and takes no data; the data of "
+        f"results {result_ids[:10]} arrived after its stored data was deleted, so it "
+        "was deleted too",
+        (session_id, *result_ids),
+    )
 
 
 async def import_results_data(
@@ -198,7 +251,8 @@ async def import_results_data(
     """Complete CREATED results with objects already in the storage.
 
     Sizes come from the storage. Opaque ids must stay inside the storage root and
-    outside other sessions' objects.
+    outside the objects the service wrote, and must not be the data of another
+    session's result unless both results have manual_deletion.
     """
     validation.check_id(session_id, "session_id", bp.limits)
     pairs = validation.check_batch(items, "results", bp.limits, allow_empty=True)
@@ -230,10 +284,19 @@ async def import_results_data(
 
     normalized = await call(bp.actors.storage.validate_import_ids.remote(opaque_ids))
     for opaque_id in normalized:
-        check_not_other_session(opaque_id, session_id)
-    records, sizes = await asyncio.gather(
+        check_not_service_object(opaque_id)
+    records, sizes, holders = await asyncio.gather(
         bp.find_results(session_id, result_ids),
         call(bp.actors.storage.sizes.remote(normalized)),
+        gather(shard.holders_of.remote(normalized) for shard in bp.actors.results),
+    )
+    # NOTE: two sessions importing one object at the same moment both pass this
+    # check, because the holders are read before either import completes.
+    check_not_held_by_other_session(
+        session_id,
+        {record.result_id: record.manual_deletion for record in records},
+        dict(zip(result_ids, normalized, strict=True)),
+        [holder for part in holders for holder in part],
     )
     missing = [opaque.decode() for opaque in normalized if sizes.get(opaque) is None]
     if missing:
@@ -258,13 +321,50 @@ async def import_results_data(
     return await complete_and_resolve(bp, session_id, completions)
 
 
-def check_not_other_session(opaque_id: bytes, session_id: str) -> None:
-    """Reject an import of an object the service wrote for another session."""
-    parts = opaque_id.decode().split("/")
-    if parts[0] == "sessions" and (len(parts) < 3 or parts[1] != session_id):
+def check_not_service_object(opaque_id: bytes) -> None:
+    """Reject an import of an object the service wrote under sessions/.
+
+    Each of those objects is the data of one result or one staged task output, and a
+    second result holding it would lose its data when the first one's is deleted.
+    """
+    if opaque_id.decode().split("/", 1)[0] == "sessions":
         raise InvalidArgumentError(
-            f"opaque id {opaque_id.decode()!r} is inside another session's storage; "
-            "import objects from outside sessions/ or from this session's own folder"
+            f"opaque id {opaque_id.decode()!r} is inside the sessions/ folder, where "
+            "each object is the data of one result; import objects written outside "
+            "sessions/",
+            (opaque_id.decode(),),
+        )
+
+
+def check_not_held_by_other_session(
+    session_id: str,
+    manual_deletion: dict[str, bool],
+    imports: dict[str, bytes],
+    holders: Sequence[tuple[bytes, str, str, bool]],
+) -> None:
+    """Reject an import of an object that is the data of another session's result.
+
+    Sharing is allowed only when every result involved has manual_deletion, because
+    otherwise one session's purge or delete_results_data deletes the other's data.
+    `imports` maps each result to import to its opaque id, and `holders` lists
+    (opaque_id, session_id, result_id, manual_deletion) of the results holding them.
+    """
+    held = {
+        opaque_id: holder_manual
+        for opaque_id, holder_session, _, holder_manual in holders
+        if holder_session != session_id
+    }
+    for result_id, opaque_id in imports.items():
+        if opaque_id not in held:
+            continue
+        if held[opaque_id] and manual_deletion[result_id]:
+            continue
+        raise InvalidArgumentError(
+            f"opaque id {opaque_id.decode()!r} of result {result_id} is the data of a "
+            f"result of another session, so session {session_id} cannot import it; "
+            "import a copy, or share the object only between results that all have "
+            "manual_deletion=True",
+            (result_id, opaque_id.decode()),
         )
 
 
@@ -321,14 +421,35 @@ async def delete_results_data(
     validation.check_id(session_id, "session_id", bp.limits)
     ids = validation.check_ids(result_ids, "result_ids", bp.limits)
     await bp.session(session_id)
-    await bp.find_results(session_id, ids)
+    records = await bp.find_results(session_id, ids)
+    # Each shard deletes all or none of its part, so statuses are checked here for
+    # the whole request first. A COMPLETED result can only become DELETED, so the
+    # check stays true while the shards run.
+    rejected = [
+        record.result_id
+        for record in records
+        if record.status not in (ResultStatus.COMPLETED, ResultStatus.DELETED)
+    ]
+    if rejected:
+        raise FailedPreconditionError(
+            f"results {', '.join(rejected[:10])} are not COMPLETED; only the data of "
+            "COMPLETED results can be deleted, so no data was deleted",
+            tuple(rejected),
+        )
     groups = bp.results_groups(ids)
-    parts = await gather(
-        bp.actors.results[shard].delete_data.remote(session_id, group)
-        for shard, group in groups.items()
+    outcomes = await asyncio.gather(
+        *(
+            call(bp.actors.results[shard].delete_data.remote(session_id, group))
+            for shard, group in groups.items()
+        ),
+        return_exceptions=True,
     )
+    parts = [part for part in outcomes if not isinstance(part, BaseException)]
     objects = [opaque_id for _, opaque_ids in parts for opaque_id in opaque_ids]
     await call(bp.actors.storage.delete.remote(objects))
+    errors = [error for error in outcomes if isinstance(error, BaseException)]
+    if errors:
+        raise errors[0]
     return [result_id for deleted, _ in parts for result_id in deleted]
 
 

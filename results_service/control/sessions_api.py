@@ -80,11 +80,13 @@ async def cancel_session(bp: Backplane, session_id: str) -> SessionRecord:
     record = await call(
         bp.actors.sessions.move.remote(session_id, SessionStatus.CANCELLED)
     )
-    await call(bp.actors.queue.remove_session.remote(session_id))
     parts = await gather(
         shard.cancel.remote(session_id, None, "session cancelled")
         for shard in bp.actors.tasks
     )
+    # Emptying the queue after the cancel also removes the tasks pushed while it ran.
+    # A push still in flight lands later, and Backplane.enqueue then removes it.
+    await call(bp.actors.queue.remove_session.remote(session_id))
     await bp.delete_objects(
         [opaque_id for _, objects in parts for opaque_id in objects]
     )

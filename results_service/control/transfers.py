@@ -70,15 +70,18 @@ async def open_upload(
 async def write_upload(bp: Backplane, upload_id: str, chunks: Sequence[Any]) -> int:
     """Append a window of chunks (pyarrow Buffers, bytes or ObjectRefs to them)."""
     validation.check_id(upload_id, "upload_id", bp.limits)
+    rejection = None
     if not isinstance(chunks, (list, tuple)):
-        raise InvalidArgumentError(
-            f"chunks must be a list, got {type(chunks).__name__}"
-        )
-    if len(chunks) > bp.settings.transfer_window_chunks * 4:
-        raise InvalidArgumentError(
+        rejection = f"chunks must be a list, got {type(chunks).__name__}"
+    elif len(chunks) > bp.settings.transfer_window_chunks * 4:
+        rejection = (
             f"a write of {len(chunks)} chunks exceeds the limit of "
             f"{bp.settings.transfer_window_chunks * 4}; send smaller windows"
         )
+    if rejection is not None:
+        # A write the storage rejects aborts its upload, and so does this one.
+        await call(bp.actors.storage.abort_upload.remote(upload_id))
+        raise InvalidArgumentError(rejection, (upload_id,))
     return await call(bp.actors.storage.write.remote(upload_id, list(chunks)))
 
 
@@ -130,27 +133,58 @@ async def abort_upload(bp: Backplane, upload_id: str) -> None:
     await call(bp.actors.storage.abort_upload.remote(upload_id))
 
 
+# Data of at most this size comes back with open_downloads, saving a read call.
+INLINE_READ_BYTES = 256 * 1024
+# Total inline data per open_downloads call, so a reply stays small.
+INLINE_READ_TOTAL = 16 * 1024 * 1024
+
+
 async def open_download(bp: Backplane, session_id: str, result_id: str) -> DownloadInfo:
     """Check that the result has data and return a token to read it by ranges."""
+    (info,) = await open_downloads(bp, session_id, [result_id])
+    return info
+
+
+async def open_downloads(bp: Backplane, session_id: str, result_ids: Any) -> list[DownloadInfo]:
+    """Check that each result has data; return read tokens, with the data itself for
+    small results, in request order."""
     validation.check_id(session_id, "session_id", bp.limits)
-    validation.check_id(result_id, "result_id", bp.limits)
-    (record,) = await bp.find_results(session_id, [result_id])
-    if record.status != ResultStatus.COMPLETED:
-        reasons = {
-            ResultStatus.CREATED: "has no data yet; wait until it is COMPLETED",
-            ResultStatus.ABORTED: "was aborted and will never have data",
-            ResultStatus.DELETED: "had its data deleted",
-        }
-        raise FailedPreconditionError(
-            f"result {result_id} is {record.status.name}: it {reasons[record.status]}",
-            (result_id,),
+    ids = validation.check_ids(result_ids, "result_ids", bp.limits)
+    records = await bp.find_results(session_id, ids)
+    for record in records:
+        check_has_data(record)
+
+    inline_max = min(INLINE_READ_BYTES, INLINE_READ_TOTAL // len(records))
+    opened = await call(
+        bp.actors.storage.open_reads.remote(
+            [(record.opaque_id, record.size) for record in records], inline_max
         )
-    token = await call(bp.actors.storage.sign.remote(record.opaque_id))
-    return DownloadInfo(
-        token=token,
-        size=record.size,
-        chunk_size=bp.settings.data_chunk_max_size,
-        window_chunks=bp.settings.transfer_window_chunks,
-        storage_actor=actor_name(bp.settings, "storage"),
-        namespace=bp.settings.namespace,
+    )
+    return [
+        DownloadInfo(
+            token=token,
+            size=record.size,
+            chunk_size=bp.settings.data_chunk_max_size,
+            window_chunks=bp.settings.transfer_window_chunks,
+            storage_actor=actor_name(bp.settings, "storage"),
+            namespace=bp.settings.namespace,
+            result_id=record.result_id,
+            data=data,
+        )
+        for record, (token, data) in zip(records, opened)
+    ]
+
+
+def check_has_data(record: ResultRecord) -> None:
+    """Raise FailedPreconditionError unless the result is COMPLETED."""
+    if record.status == ResultStatus.COMPLETED:
+        return
+    reasons = {
+        ResultStatus.CREATED: "has no data yet; wait until it is COMPLETED",
+        ResultStatus.ABORTED: "was aborted and will never have data",
+        ResultStatus.DELETED: "had its data deleted",
+    }
+    raise FailedPreconditionError(
+        f"result {record.result_id} is {record.status.name}: it {reasons[record.status]}",
+        (record.result_id,),
     )

@@ -156,8 +156,8 @@ async def complete_task(
             bp, task_id, TaskStatus.ERROR, f"committing outputs failed: {error}"
         )
         raise
-    await call(shard.end.remote([task_id], TaskStatus.COMPLETED))
-    return await call(shard.find.remote(session_id, task_id))
+    (record,) = await call(shard.end.remote([task_id], TaskStatus.COMPLETED))
+    return record
 
 
 async def end_if_possible(

@@ -16,7 +16,6 @@ from typing import Any
 
 import ray
 
-from results_service.errors import ServiceError
 from results_service.replay.content import check_content, file_bytes, iter_file_chunks
 from results_service.replay.verify import ContentCheck, TaskRun
 
@@ -97,30 +96,46 @@ class ReplayWorker:
     def _run(self, task: Any) -> None:
         try:
             started_at = time.time()
-            payload = json.loads(self.client.read_result_data(task.session_id, task.payload_id))
-            checks = self._download_inputs(task.session_id, payload["inputs"])
+            payload, checks = self._read_inputs(task)
             if self.time_scale > 0 and payload["runtime_seconds"] > 0:
                 time.sleep(payload["runtime_seconds"] * self.time_scale)
             self._complete(task, payload["outputs"])
             self.runs.append(
                 TaskRun(payload["task_id"], self.worker_id, started_at, time.time(), checks)
             )
-        except ServiceError as error:
-            logger.warning("worker %s: task %s failed: %s", self.worker_id, task.task_id, error)
-            self.errors.append(f"task {task.task_id}: {error}")
+        except Exception as error:
+            # Any failure, of the service or of Ray, fails the task so that it is
+            # retried, and the thread goes on with the next task.
+            logger.warning("worker %s: task %s failed: %r", self.worker_id, task.task_id, error)
+            self.errors.append(f"task {task.task_id}: {error!r}")
             try:
-                self.client.fail_task(task.session_id, task.task_id, task.lease_id, str(error))
-            except ServiceError as failure:
-                logger.warning("worker %s could not fail task %s: %s", self.worker_id, task.task_id, failure)
+                self.client.fail_task(task.session_id, task.task_id, task.lease_id, repr(error))
+            except Exception as failure:
+                logger.warning(
+                    "worker %s could not fail task %s: %s", self.worker_id, task.task_id, failure
+                )
 
-    def _download_inputs(
-        self, session_id: str, inputs: dict[str, list[Any]]
-    ) -> dict[str, ContentCheck]:
+    def _read_inputs(self, task: Any) -> tuple[dict[str, Any], dict[str, ContentCheck]]:
+        """Read the payload, then download and check every input.
+
+        The payload and every input are opened in one call, and small ones come
+        back inline with it. The payload maps each input result to its file.
+        """
+        dependencies = list(task.data_dependencies)
+        if self.fault == "skip-download" and dependencies:
+            self.fault = None
+            dependencies = dependencies[1:]
+        payload_info, *infos = self.client.open_downloads(
+            task.session_id, [task.payload_id, *dependencies]
+        )
+        payload = json.loads(b"".join(bytes(b) for b in self.client.iter_download(payload_info)))
+        file_of = {result_id: file_id for file_id, (result_id, _) in payload["inputs"].items()}
+        size_of = {file_id: size for file_id, (_, size) in payload["inputs"].items()}
+
         checks: dict[str, ContentCheck] = {}
-        for file_id, (result_id, size) in inputs.items():
-            if self.fault == "skip-download":
-                self.fault = None
-                continue
+        for info in infos:
+            file_id = file_of[info.result_id]
+            size = size_of[file_id]
             received = 0
 
             def counted(chunks: Any) -> Any:
@@ -129,10 +144,9 @@ class ReplayWorker:
                     received += len(chunk)
                     yield chunk
 
-            stream = self.client.download_result_data(session_id, result_id)
-            mismatch = check_content(file_id, size, counted(stream))
+            mismatch = check_content(file_id, size, counted(self.client.iter_download(info)))
             checks[file_id] = ContentCheck(received, mismatch is None, mismatch or "")
-        return checks
+        return payload, checks
 
     def _complete(self, task: Any, outputs: dict[str, list[Any]]) -> None:
         inline: dict[str, bytes] = {}

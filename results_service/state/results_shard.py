@@ -55,6 +55,8 @@ class ResultsShard:
         by_session: ids of each session's results.
         events: the latest status changes, oldest first, for watchers.
         sequence: number of the latest status change.
+        holders: for each stored object, the results whose data it is; imports
+            check it so that no session takes another session's object.
     """
 
     def __init__(self, shard: int, event_log_size: int) -> None:
@@ -66,6 +68,18 @@ class ResultsShard:
             maxlen=event_log_size
         )
         self.sequence = 0
+        self.holders: dict[bytes, set[str]] = {}
+
+    def _hold(self, record: ResultRecord) -> None:
+        if record.opaque_id:
+            self.holders.setdefault(record.opaque_id, set()).add(record.result_id)
+
+    def _release(self, record: ResultRecord) -> None:
+        held = self.holders.get(record.opaque_id)
+        if held is not None:
+            held.discard(record.result_id)
+            if not held:
+                del self.holders[record.opaque_id]
 
     # Lookups
 
@@ -132,6 +146,7 @@ class ResultsShard:
         for record in records:
             self.results[record.result_id] = record
             self.by_session[record.session_id].add(record.result_id)
+            self._hold(record)
             self._record_event(record)
 
     def remove(self, result_ids: Iterable[str]) -> None:
@@ -141,6 +156,7 @@ class ResultsShard:
             if record is not None:
                 self.by_session[record.session_id].discard(result_id)
                 self.dependents.pop(result_id, None)
+                self._release(record)
 
     # Data
 
@@ -188,6 +204,7 @@ class ResultsShard:
             record.opaque_id = opaque_id
             record.size = size
             record.completed_at = now
+            self._hold(record)
             completed.append(record)
             tasks = self.dependents.pop(result_id, None)
             if tasks:
@@ -219,6 +236,7 @@ class ResultsShard:
             if not record.manual_deletion and record.opaque_id:
                 objects.append(record.opaque_id)
             move_result(record, ResultStatus.DELETED)
+            self._release(record)
             record.opaque_id = b""
             deleted.append(record.result_id)
             self._record_event(record)
@@ -352,6 +370,7 @@ class ResultsShard:
             if record.opaque_id:
                 delete.append(record.opaque_id)
             move_result(record, ResultStatus.DELETED)
+            self._release(record)
             record.opaque_id = b""
             self._record_event(record)
         return delete, keep
@@ -360,9 +379,25 @@ class ResultsShard:
         """Remove every record of the session and return how many there were."""
         ids = self.by_session.pop(session_id, set())
         for result_id in ids:
-            self.results.pop(result_id, None)
+            record = self.results.pop(result_id, None)
             self.dependents.pop(result_id, None)
+            if record is not None:
+                self._release(record)
         return len(ids)
+
+    def holders_of(
+        self, opaque_ids: Sequence[bytes]
+    ) -> list[tuple[bytes, str, str, bool]]:
+        """Return (opaque_id, session_id, result_id, manual_deletion) for each result
+        of this shard whose data is one of the given stored objects."""
+        found = []
+        for opaque_id in opaque_ids:
+            for result_id in sorted(self.holders.get(opaque_id, ())):
+                record = self.results[result_id]
+                found.append(
+                    (opaque_id, record.session_id, result_id, record.manual_deletion)
+                )
+        return found
 
     # Listing
 

@@ -172,18 +172,25 @@ class TasksShard:
                 ready.append(queued(record))
         return ready
 
-    def mark_queued(self, submitted: Sequence[str], paused: Sequence[str]) -> None:
-        """Mark claimed tasks SUBMITTED (in the queue) or PAUSED (held back)."""
+    def mark_queued(self, submitted: Sequence[str], paused: Sequence[str]) -> list[str]:
+        """Mark claimed tasks SUBMITTED (in the queue) or PAUSED (held back).
+
+        Returns the ids of tasks that ended or were removed since they were claimed,
+        such as by a cancel that emptied the queue before their push landed; the
+        caller removes their queue messages.
+        """
         now = time.time()
+        gone: list[str] = []
         for target, task_ids in (
             (TaskStatus.SUBMITTED, submitted),
             (TaskStatus.PAUSED, paused),
         ):
             for task_id in task_ids:
                 record = self.tasks.get(task_id)
-                if record is None:
-                    continue
                 self.claimed.discard(task_id)
+                if record is None or record.status in FINAL_TASK_STATUSES:
+                    gone.append(task_id)
+                    continue
                 # A worker may have dispatched the task between the push and this mark.
                 if record.status in WAITING_TASK_STATUSES or (
                     record.status in (TaskStatus.SUBMITTED, TaskStatus.PAUSED)
@@ -191,6 +198,7 @@ class TasksShard:
                 ):
                     move_task(record, target)
                     record.submitted_at = record.submitted_at or now
+        return gone
 
     # Dispatch and leases
 

@@ -37,8 +37,8 @@ def test_replay_trace_verified(replay_client: Any, trace: Path) -> None:
 
     report = run_replay(replay_client, replay_client.settings, workflow, options)
 
-    assert report.violations == []
     assert report.worker_errors == []
+    assert report.violations == []
     assert report.summary.tasks == len(workflow.tasks)
 
 
