@@ -98,8 +98,14 @@ class TasksTable:
     ) -> Ending:
         return self.state.fail(session_id, task_id, lease_id, error, retry)
 
-    def expire_leases(self) -> tuple[list[QueuedTask], list[bytes]]:
-        return self.state.expire_leases(time.time())
+    def expire_leases(
+        self,
+    ) -> tuple[list[QueuedTask], list[bytes], list[TaskRecord], list[bytes]]:
+        """Time out overdue tasks, then requeue those whose lease expired."""
+        now = time.time()
+        timed_out, timed_out_objects = self.state.time_out(now)
+        expired, objects = self.state.expire_leases(now)
+        return expired, objects, timed_out, timed_out_objects
 
     def cancel(
         self, session_id: str, task_ids: Sequence[str] | None, error: str

@@ -135,6 +135,8 @@ class TaskRecord:
         lease_id: token of the current lease; a completion must present it.
         lease_expires_at: when the lease ends unless renewed.
         error: message of the failure that ended the task, if any.
+        dispatched_at: when the current worker acquired the task.
+        expirations: how many leases on the task expired.
     """
 
     task_id: str
@@ -155,6 +157,8 @@ class TaskRecord:
     lease_id: str = ""
     lease_expires_at: float | None = None
     error: str = ""
+    dispatched_at: float | None = None
+    expirations: int = 0
 
 
 @dataclasses.dataclass(slots=True)

@@ -37,7 +37,15 @@ TASK_MOVES: dict[TaskStatus, frozenset[TaskStatus]] = {
     T.PAUSED: frozenset({T.SUBMITTED, T.CANCELLED, T.ERROR}),
     # A lease that expires returns the task to SUBMITTED.
     T.DISPATCHED: frozenset(
-        {T.PROCESSING, T.PROCESSED, T.SUBMITTED, T.ERROR, T.RETRIED, T.CANCELLED}
+        {
+            T.PROCESSING,
+            T.PROCESSED,
+            T.SUBMITTED,
+            T.ERROR,
+            T.RETRIED,
+            T.CANCELLED,
+            T.TIMEOUT,
+        }
     ),
     T.PROCESSING: frozenset(
         {T.PROCESSED, T.SUBMITTED, T.ERROR, T.RETRIED, T.CANCELLED, T.TIMEOUT}

@@ -12,7 +12,10 @@ from collections.abc import Mapping
 
 from results_service import validation
 from results_service.control.backplane import Backplane, call, gather
-from results_service.control.results_api import complete_and_resolve
+from results_service.control.results_api import (
+    complete_and_resolve,
+    objects_not_held,
+)
 from results_service.errors import InvalidArgumentError
 from results_service.ids import object_key
 from results_service.records import AcquiredTask, QueuedTask, TaskRecord, TaskStatus
@@ -115,6 +118,11 @@ async def complete_task(
     """
     _check_lease_ids(bp, session_id, task_id, lease_id)
     inline = dict(outputs or {})
+    if len(inline) > bp.limits.max_batch:
+        raise InvalidArgumentError(
+            f"complete_task carries {len(inline)} outputs; the limit is "
+            f"{bp.limits.max_batch} per request"
+        )
     for result_id, data in inline.items():
         validation.check_id(result_id, "output result_id", bp.limits)
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -151,7 +159,7 @@ async def complete_task(
         await complete_and_resolve(bp, session_id, completions, owner_task_id=task_id)
     except BaseException as error:
         logger.warning("committing the outputs of task %s failed: %s", task_id, error)
-        await bp.delete_objects([opaque_id for _, opaque_id, _ in completions])
+        await bp.delete_objects(await objects_not_held(bp, session_id, completions))
         await end_if_possible(
             bp, task_id, TaskStatus.ERROR, f"committing outputs failed: {error}"
         )
@@ -230,11 +238,18 @@ async def fail_task(
 
 
 async def expire_leases(bp: Backplane) -> int:
-    """Return tasks whose lease expired to the queue; return how many."""
+    """Requeue tasks whose lease expired and end overdue tasks in TIMEOUT, aborting
+    their outputs. Returns the number of tasks requeued or timed out."""
     parts = await gather(shard.expire_leases.remote() for shard in bp.actors.tasks)
-    messages = [message for expired, _ in parts for message in expired]
-    await bp.delete_objects(
-        [opaque_id for _, objects in parts for opaque_id in objects]
-    )
+    messages = [message for expired, _, _, _ in parts for message in expired]
+    objects = [opaque_id for part in parts for opaque_id in (*part[1], *part[3])]
+    await bp.delete_objects(objects)
     await bp.enqueue(messages)
-    return len(messages)
+
+    timed_out = [record for _, _, records, _ in parts for record in records]
+    by_session: dict[str, list[str]] = {}
+    for record in timed_out:
+        by_session.setdefault(record.session_id, []).extend(record.expected_output_ids)
+    for session_id, outputs in by_session.items():
+        await bp.abort_cascade(session_id, await bp.abort_results(session_id, outputs))
+    return len(messages) + len(timed_out)

@@ -238,6 +238,7 @@ class TasksShard:
             record.worker_id = worker_id
             record.lease_id = new_id()
             record.lease_expires_at = now + lease_seconds
+            record.dispatched_at = now
             lease = Lease(
                 record.task_id,
                 record.session_id,
@@ -370,6 +371,38 @@ class TasksShard:
         self.end(task_id, TaskStatus.ERROR, error)
         return Ending(record, staged)
 
+    def time_out(self, now: float) -> tuple[list[TaskRecord], list[bytes]]:
+        """End running tasks in TIMEOUT when they ran longer than max_duration since
+        dispatch, or when their lease expired and earlier leases already expired
+        max_retries times.
+
+        Returns the tasks and their staged objects to delete; the caller aborts the
+        tasks' outputs.
+        """
+        ended = []
+        objects: list[bytes] = []
+        for record in self.tasks.values():
+            if record.status not in RUNNING_TASK_STATUSES:
+                continue
+            over_duration = (
+                record.dispatched_at is not None
+                and now - record.dispatched_at > record.options.max_duration
+            )
+            lease_expired = record.lease_expires_at is not None and record.lease_expires_at < now
+            out_of_leases = lease_expired and record.expirations >= record.options.max_retries
+            if not (over_duration or out_of_leases):
+                continue
+            reason = (
+                f"ran longer than max_duration {record.options.max_duration} s"
+                if over_duration
+                else f"lost its lease {record.expirations + 1} times"
+            )
+            logger.warning("task %s timed out: it %s", record.task_id, reason)
+            objects.extend(stored[0] for stored in self.staged.pop(record.task_id, {}).values())
+            self.end(record.task_id, TaskStatus.TIMEOUT, f"the task {reason}")
+            ended.append(record)
+        return ended, objects
+
     def expire_leases(self, now: float) -> tuple[list[QueuedTask], list[bytes]]:
         """Return tasks whose lease expired to SUBMITTED.
 
@@ -393,6 +426,7 @@ class TasksShard:
                 record.lease_id = ""
                 record.lease_expires_at = None
                 record.worker_id = ""
+                record.expirations += 1
                 objects.extend(
                     stored[0] for stored in self.staged.pop(record.task_id, {}).values()
                 )

@@ -721,3 +721,36 @@ def test_list_filters_by_status(shard: TasksShard) -> None:
 
     assert total == 2
     assert [r.task_id for r in page] == ["t1", "t3"]
+
+
+
+def test_time_out_after_max_duration(shard: TasksShard) -> None:
+    record = task("t1", max_retries=1)
+    record.options = TaskOptions(partition_id="default", max_duration=5.0)
+    lease = dispatched(shard, record)
+
+    ended, _ = shard.time_out(lease.expires_at - LEASE_SECONDS + 6.0)
+
+    assert [ended_task.task_id for ended_task in ended] == ["t1"]
+    assert shard.tasks["t1"].status == T.TIMEOUT
+    assert "max_duration" in shard.tasks["t1"].error
+
+
+def test_time_out_after_repeated_lease_expiry(shard: TasksShard) -> None:
+    lease = dispatched(shard, task("t1", max_retries=1))
+    (requeued,), _ = shard.expire_leases(lease.expires_at + 1)
+    ((_, second),) = shard.dispatch([requeued], "w2", LEASE_SECONDS)
+
+    ended, _ = shard.time_out(second.expires_at + 1)
+
+    assert [ended_task.task_id for ended_task in ended] == ["t1"]
+    assert shard.tasks["t1"].error == "the task lost its lease 2 times"
+
+
+def test_time_out_keeps_task_within_limits(shard: TasksShard) -> None:
+    lease = dispatched(shard, task("t1", max_retries=1))
+
+    ended, _ = shard.time_out(lease.expires_at + 1)
+
+    assert ended == []
+    assert shard.tasks["t1"].status == T.DISPATCHED

@@ -49,6 +49,7 @@ LEGAL_TASK_MOVES = {
             T.ERROR,
             T.RETRIED,
             T.CANCELLED,
+            T.TIMEOUT,
         )
     ),
     *(
