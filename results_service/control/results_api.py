@@ -197,6 +197,35 @@ async def complete_and_resolve(
     return [completed[result_id] for result_id, _, _ in completions]
 
 
+async def objects_not_held(
+    bp: Backplane, session_id: str, completions: Sequence[tuple[str, bytes, int]]
+) -> list[bytes]:
+    """Return the objects of `completions` that their result does not hold, to delete
+    after complete_and_resolve raised.
+
+    The shards that accepted their part keep it, so their results' objects stay.
+    When the results cannot be read, nothing is returned: an object left behind is
+    deleted with its session's purge, while a deleted one would break a result.
+    """
+    try:
+        records = await bp.get_results(
+            session_id, [result_id for result_id, _, _ in completions]
+        )
+    except Exception:
+        logger.exception(
+            "reading results of session %s failed; keeping %d objects",
+            session_id,
+            len(completions),
+        )
+        return []
+    held = {
+        record.opaque_id
+        for record in records.values()
+        if record.status == ResultStatus.COMPLETED
+    }
+    return [opaque_id for _, opaque_id, _ in completions if opaque_id not in held]
+
+
 async def discard_after_purge(
     bp: Backplane, session_id: str, records: Sequence[ResultRecord]
 ) -> None:

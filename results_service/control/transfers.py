@@ -17,7 +17,10 @@ from typing import Any
 from actors import actor_name
 from results_service import validation
 from results_service.control.backplane import Backplane, call
-from results_service.control.results_api import complete_and_resolve
+from results_service.control.results_api import (
+    complete_and_resolve,
+    objects_not_held,
+)
 from results_service.errors import FailedPreconditionError, InvalidArgumentError
 from results_service.ids import object_key
 from results_service.records import DownloadInfo, ResultRecord, ResultStatus
@@ -119,11 +122,12 @@ async def finish_upload(bp: Backplane, upload_id: str) -> ResultRecord | None:
     except BaseException:
         logger.warning(
             "upload of result %s in session %s failed after its data was written; "
-            "deleting the object",
+            "deleting the object unless the result holds it",
             result_id,
             session_id,
         )
-        await bp.delete_objects([opaque_id])
+        completion = (result_id, opaque_id, size)
+        await bp.delete_objects(await objects_not_held(bp, session_id, [completion]))
         raise
 
 
