@@ -21,7 +21,6 @@ from results_service.records import (
     ResultCreate,
     ResultRecord,
     ResultStatus,
-    SessionStatus,
     StatusChange,
 )
 from results_service.state.sessions import (
@@ -31,8 +30,6 @@ from results_service.state.sessions import (
 
 logger = logging.getLogger(__name__)
 
-# Sessions whose stored data was deleted, so data completed there is deleted too.
-DATA_DELETED_SESSIONS = frozenset({SessionStatus.PURGED, SessionStatus.DELETED})
 
 
 def parse_creates(items: Any, bp: Backplane, with_data: bool) -> list[ResultCreate]:
@@ -190,7 +187,6 @@ async def complete_and_resolve(
         records, dependents = outcome
         completed.update((record.result_id, record) for record in records)
         waiting.update(dependents)
-    await discard_after_purge(bp, session_id, list(completed.values()))
     await bp.resolve(waiting)
     if error is not None:
         raise error
@@ -224,54 +220,6 @@ async def objects_not_held(
         if record.status == ResultStatus.COMPLETED
     }
     return [opaque_id for _, opaque_id, _ in completions if opaque_id not in held]
-
-
-async def discard_after_purge(
-    bp: Backplane, session_id: str, records: Sequence[ResultRecord]
-) -> None:
-    """Delete the data of results completed after their session's purge or deletion
-    began, then raise FailedPreconditionError.
-
-    A transfer checks the session when it starts, so a purge can run while it is in
-    flight. The purge deletes the data of the results completed before it reaches
-    their shard, and this deletes the data of those completed after.
-    """
-    if not records:
-        return
-    try:
-        status = (await bp.session(session_id)).status
-    except NotFoundError:
-        status = SessionStatus.DELETED
-    if status not in DATA_DELETED_SESSIONS:
-        return
-
-    result_ids = [record.result_id for record in records]
-    try:
-        await gather(
-            bp.actors.results[shard].delete_data.remote(session_id, group)
-            for shard, group in bp.results_groups(result_ids).items()
-        )
-    except NotFoundError:
-        pass  # the records went with the session's deletion
-    await bp.delete_objects(
-        [
-            record.opaque_id
-            for record in records
-            if record.opaque_id and not record.manual_deletion
-        ]
-    )
-    logger.warning(
-        "data of results %s arrived after session %s was %s; it was deleted",
-        result_ids[:10],
-        session_id,
-        status.name,
-    )
-    raise FailedPreconditionError(
-        f"session {session_id} is {status.name} and takes no data; the data of "
-        f"results {result_ids[:10]} arrived after its stored data was deleted, so it "
-        "was deleted too",
-        (session_id, *result_ids),
-    )
 
 
 async def import_results_data(

@@ -68,6 +68,7 @@ class ResultsShard:
             maxlen=event_log_size
         )
         self.sequence = 0
+        self.sealed_sessions: set[str] = set()
         self.holders: dict[bytes, set[str]] = {}
 
     def _hold(self, record: ResultRecord) -> None:
@@ -184,6 +185,11 @@ class ResultsShard:
         """
         ids = [result_id for result_id, _, _ in completions]
         reject_repeated_ids(ids, "completion")
+        if session_id in self.sealed_sessions:
+            raise FailedPreconditionError(
+                f"session {session_id} was purged or deleted and takes no data",
+                (session_id,),
+            )
         self.check_writable(session_id, ids)
         if owner_task_id is not None:
             for result_id in ids:
@@ -357,6 +363,7 @@ class ResultsShard:
     def purge_session(self, session_id: str) -> tuple[list[bytes], list[bytes]]:
         """Mark the session's COMPLETED results DELETED and return the objects to
         delete and the objects to keep (those with manual_deletion)."""
+        self.sealed_sessions.add(session_id)
         delete: list[bytes] = []
         keep: list[bytes] = []
         for result_id in self.by_session.get(session_id, set()):
@@ -377,6 +384,7 @@ class ResultsShard:
 
     def delete_session(self, session_id: str) -> int:
         """Remove every record of the session and return how many there were."""
+        self.sealed_sessions.add(session_id)
         ids = self.by_session.pop(session_id, set())
         for result_id in ids:
             record = self.results.pop(result_id, None)
