@@ -132,7 +132,14 @@ class ResultsShard:
     # Creation
 
     def insert(self, records: Sequence[ResultRecord]) -> None:
-        """Add new records; raise AlreadyExistsError, adding none, if an id is taken."""
+        """Add new records; raise AlreadyExistsError, adding none, if an id is taken,
+        and FailedPreconditionError if their session was purged or deleted."""
+        sealed = {r.session_id for r in records if r.session_id in self.sealed_sessions}
+        if sealed:
+            raise FailedPreconditionError(
+                f"sessions {sorted(sealed)} were purged or deleted and take no results",
+                tuple(sorted(sealed)),
+            )
         seen: set[str] = set()
         taken = []
         for record in records:

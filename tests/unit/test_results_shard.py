@@ -619,3 +619,14 @@ def test_rejected_call_records_no_event(shard: ResultsShard) -> None:
         shard.complete("s1", [("r1", b"k", 1), ("nope", b"k", 1)])
 
     assert shard.sequence == start
+
+
+def test_insert_into_deleted_session_rejected() -> None:
+    shard = ResultsShard(0, 100)
+    shard.delete_session("s1")
+
+    with pytest.raises(FailedPreconditionError) as caught:
+        shard.insert([ResultRecord("s1", "a", "r1", ResultStatus.CREATED)])
+
+    assert "s1" in caught.value.message
+    assert "r1" not in shard.results
