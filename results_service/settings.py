@@ -48,6 +48,15 @@ class Limits:
     max_watch_ids: int = 100_000
     max_open_uploads: int = 1024
 
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidArgumentError(
+                    f"limit {field.name}={value!r} is invalid: it must be an integer "
+                    "of at least 1"
+                )
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServiceSettings:
@@ -141,7 +150,8 @@ class ServiceSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
         """Build settings from `RESULTS_SERVICE_<FIELD>` variables over the defaults.
 
-        Partitions are comma-separated. S3 credentials also come from the usual
+        The fields of `Limits` are read the same way, such as
+        `RESULTS_SERVICE_MAX_BATCH`. Partitions are comma-separated. S3 credentials also come from the usual
         `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID` and
         `AWS_SECRET_ACCESS_KEY` when the service's own variables are unset.
         """
@@ -154,6 +164,14 @@ class ServiceSettings:
             if raw is None:
                 continue
             changes[field.name] = _parse_field(field.name, field.type, raw)
+
+        limits: dict[str, Any] = {}
+        for field in dataclasses.fields(Limits):
+            raw = env.get("RESULTS_SERVICE_" + field.name.upper())
+            if raw is not None:
+                limits[field.name] = _parse_field(field.name, field.type, raw)
+        if limits:
+            changes["limits"] = Limits(**limits)
 
         aws_fallbacks = {
             "s3_endpoint_url": "AWS_ENDPOINT_URL",

@@ -68,7 +68,7 @@ class ReplayOptions:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ReplayReport:
-    """What a replay returns: its figures, its violations and worker errors."""
+    """Outcome of a replay: its figures, its violations and the workers' errors."""
 
     summary: Summary
     violations: list[Violation]
