@@ -9,6 +9,7 @@ RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is set before Ray is imported.
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import json
 import logging
@@ -161,8 +162,11 @@ def stop_ray(clients: Iterable[ResultsClient] = ()) -> None:
 
 
 def temp_storage_dir(prefix: str) -> str:
-    """Return a new directory for a benchmark's local storage."""
-    return tempfile.mkdtemp(prefix=f"bench-{prefix}-")
+    """Return a new directory for a benchmark's local storage, removed when the
+    script exits."""
+    path = tempfile.mkdtemp(prefix=f"bench-{prefix}-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def actor_pid(handle: Any) -> int:

@@ -54,8 +54,8 @@ REFERENCE = (
 class Dag:
     """A DAG of tasks linked by results, numbered 0..results-1.
 
-    Results 0..inputs-1 are inputs; task i writes result inputs + i. Tasks are in
-    level order, and a task reads only inputs or outputs of the level before.
+    Results 0..inputs-1 are inputs, and task i writes result inputs + i. Tasks are
+    in level order, and a task reads only inputs or outputs of the level before.
     """
 
     inputs: int
@@ -85,9 +85,12 @@ class Dag:
 
 
 def build_dag(tasks: int, levels: int, seed: int = 1) -> Dag:
-    """Build levels of equal width. Each task reads two results of the level before
-    (fan-out: a result feeds about two tasks, an input about twenty); every 100th
-    task reads 100 of them (fan-in)."""
+    """Build levels of equal width.
+
+    Each task reads two results of the level before, so a result feeds about two
+    tasks and an input about twenty (fan-out). Every 100th task reads 100 of them
+    (fan-in).
+    """
     rng = random.Random(seed)
     inputs = max(1, tasks // 100)
     width = tasks // levels
@@ -232,7 +235,11 @@ SERVICE_PROCESSES = [
 
 
 def write_objects(backend: Any, prefix: str, count: int) -> list[str]:
-    """Write one small object per result, as each import needs its own object."""
+    """Write one small object per result to import.
+
+    Real clients import one object per result. Importing one object into many
+    results makes the service's holders_of check grow quadratically instead.
+    """
     keys = [f"{prefix}/{number}" for number in range(count)]
     for key in keys:
         backend.put(key, b"object")

@@ -54,9 +54,9 @@ def deep_size(record: Any, shared: set[int]) -> int:
 
 
 def is_singleton(item: Any) -> bool:
-    """Return whether every record that holds `item` shares one object: None,
-    bools, enum members, empty strings and bytes, and the small ints that CPython
-    caches (-5 to 256)."""
+    """Return whether `item` is an object that all records share: None, bools,
+    enum members, empty strings and bytes, and the small ints that CPython caches
+    (-5 to 256)."""
     if item is None or isinstance(item, (bool, enum.Enum)):
         return True
     if isinstance(item, (str, bytes)) and not item:
@@ -132,6 +132,7 @@ def in_process_figures(
     options = TaskOptions(partition_id="default")
     gc.collect()
     tracemalloc.start()
+
     results = [ResultsShard(shard, event_log_size) for shard in range(shards)]
     records = [
         ResultRecord(
@@ -145,6 +146,7 @@ def in_process_figures(
         results[shard].insert([record for _, record in group])
     del records
     after_results = tracemalloc.get_traced_memory()[0]
+
     tasks = [TasksShard(shard) for shard in range(shards)]
     task_records = [
         TaskRecord(
@@ -167,6 +169,7 @@ def in_process_figures(
         tasks[shard].insert([record for _, record in group])
     del task_records
     after_tasks = tracemalloc.get_traced_memory()[0]
+
     tracemalloc.stop()
     del results, tasks
     return {

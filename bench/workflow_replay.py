@@ -126,6 +126,7 @@ def main() -> int:
     samples: dict[str, list[float]] = {
         "ours": [],
         "ours submit+execute": [],
+        "ours execute": [],
         "ray core": [],
     }
     phases: list[dict[str, float]] = []
