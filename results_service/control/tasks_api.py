@@ -163,7 +163,12 @@ async def submit_tasks(
         )
         for shard, ids in groups.items()
     )
-    await bp.enqueue([message for messages in ready_lists for message in messages])
+    # The shards answer in shard order; queue in submission order, so that tasks of
+    # one priority leave the queue first in, first out.
+    position = {record.task_id: index for index, record in enumerate(records)}
+    ready = [message for messages in ready_lists for message in messages]
+    ready.sort(key=lambda message: position[message.task_id])
+    await bp.enqueue(ready)
     logger.debug("submitted %d tasks in session %s", len(records), session_id)
     return [
         TaskInfo(r.task_id, r.payload_id, r.data_dependencies, r.expected_output_ids)

@@ -45,9 +45,15 @@ PICKLERS = {
 
 
 def all_subclasses(cls: type) -> set[type]:
+    """Return the subclasses defined in the errors module.
+
+    Ray makes classes such as `RayTaskError(InvalidArgumentError)` at run time when
+    a remote call raises, and those are left out.
+    """
     found = set()
     for sub in cls.__subclasses__():
-        found.add(sub)
+        if sub.__module__ == ServiceError.__module__:
+            found.add(sub)
         found |= all_subclasses(sub)
     return found
 
