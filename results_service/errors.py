@@ -106,7 +106,7 @@ def unwrap_ray_error(error: BaseException) -> BaseException:
     """Return the service error inside a Ray task or actor error, or the error itself.
 
     Ray wraps an exception raised in a remote call in a `RayTaskError` that is also an
-    instance of the original class; its `cause` attribute holds the original.
+    instance of the original class; its `cause` attribute is the original.
     """
     cause = getattr(error, "cause", None)
     if isinstance(cause, ServiceError):

@@ -65,7 +65,7 @@ RUNNING_TASK_STATUSES = frozenset({TaskStatus.DISPATCHED, TaskStatus.PROCESSING}
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskOptions:
-    """Options of a task; a session holds the defaults that a submission overrides.
+    """Options of a task; a session contains the defaults that a submission overrides.
 
     Attributes:
         priority: 1 (lowest) to 99 (highest); higher priorities leave the queue first.
@@ -239,7 +239,7 @@ class TaskDefinition:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskInfo:
-    """What submit_tasks returns for each task."""
+    """Reply of submit_tasks for one task."""
 
     task_id: str
     payload_id: str
@@ -274,7 +274,7 @@ class Page:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DownloadInfo:
-    """What a client needs to read a result's data in ranges.
+    """Handle for reading a result's data in ranges.
 
     Attributes:
         token: proof, checked by the storage actor, that the control plane allowed

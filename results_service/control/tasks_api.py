@@ -163,8 +163,8 @@ async def submit_tasks(
         )
         for shard, ids in groups.items()
     )
-    # The shards answer in shard order; queue in submission order, so that tasks of
-    # one priority leave the queue first in, first out.
+    # The shards reply in shard order. Queue in submission order instead, so that
+    # tasks of one priority leave the queue first in, first out.
     position = {record.task_id: index for index, record in enumerate(records)}
     ready = [message for messages in ready_lists for message in messages]
     ready.sort(key=lambda message: position[message.task_id])

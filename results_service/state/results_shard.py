@@ -186,7 +186,7 @@ class ResultsShard:
     ) -> tuple[list[ResultRecord], dict[str, list[str]]]:
         """Complete results with their stored data, all or none.
 
-        `completions` holds (result_id, opaque_id, size). With `owner_task_id`, each
+        `completions` contains (result_id, opaque_id, size) triples. With `owner_task_id`, each
         result must be owned by that task. Returns the completed records and, for
         each, the tasks that were waiting on it; those tasks are forgotten here.
         """
@@ -262,7 +262,7 @@ class ResultsShard:
     ) -> list[str]:
         """Record tasks waiting on results, all or none.
 
-        `waiting` holds (result_id, task_id) pairs. Unknown results raise
+        `waiting` contains (result_id, task_id) pairs. Unknown results raise
         NotFoundError; ABORTED or DELETED ones raise FailedPreconditionError. Returns
         the result ids already COMPLETED, which the caller removes from the tasks'
         remaining dependencies itself.
@@ -296,7 +296,7 @@ class ResultsShard:
     def claim_outputs(self, session_id: str, claims: Sequence[tuple[str, str]]) -> None:
         """Make tasks the owners of their expected outputs, all or none.
 
-        `claims` holds (result_id, task_id) pairs. Each result must be CREATED and
+        `claims` contains (result_id, task_id) pairs. Each result must be CREATED and
         have no owner yet, so that exactly one task produces it.
         """
         reject_repeated_ids([result_id for result_id, _ in claims], "output claim")

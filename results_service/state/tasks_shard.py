@@ -46,7 +46,7 @@ class Lease:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Ending:
-    """What a finished or failed task leaves for the control plane to act on.
+    """Outcome of a finished or failed task, for the control plane to act on.
 
     Attributes:
         task: the task's record after the change.
@@ -141,7 +141,7 @@ class TasksShard:
     ) -> list[QueuedTask]:
         """Remove completed results from tasks' remaining dependencies.
 
-        `removals` holds (task_id, result_ids); unknown tasks are skipped, since a
+        `removals` contains (task_id, result_ids) pairs; unknown tasks are skipped, since a
         submission may have been rolled back. Tasks in `finalize` finished their
         submission and go from CREATING to PENDING. Returns the tasks that became
         ready in this call, each claimed so that no other call returns it.
