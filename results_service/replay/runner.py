@@ -25,13 +25,14 @@ import ray
 
 from results_service.client import ResultsClient
 from results_service.records import ResultCreate, ResultStatus, TaskDefinition
-from results_service.replay.content import check_content, iter_file_chunks
+from results_service.replay.content import iter_file_chunks
 from results_service.replay.trace import Workflow, scaled_size
 from results_service.replay.verify import (
     ContentCheck,
     Summary,
     TaskRun,
     Violation,
+    check_stream,
     downloaded_bytes,
     verify_run,
 )
@@ -334,20 +335,11 @@ def download_final_outputs(
     """Download the workflow's final outputs and check their bytes."""
     checks: dict[str, ContentCheck] = {}
     for file_id in workflow.final_outputs:
-        received = 0
-
-        def counted(chunks: Any) -> Any:
-            nonlocal received
-            for chunk in chunks:
-                received += len(chunk)
-                yield chunk
-
+        stream = client.download_result_data(session_id, result_ids[file_id])
         try:
-            stream = client.download_result_data(session_id, result_ids[file_id])
-            mismatch = check_content(file_id, size_of(file_id), counted(stream))
+            checks[file_id] = check_stream(file_id, size_of(file_id), stream)
         except Exception as error:
-            mismatch = f"download failed: {error}"
-        checks[file_id] = ContentCheck(received, mismatch is None, mismatch or "")
+            checks[file_id] = ContentCheck(0, False, f"download failed: {error}")
     return checks
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from results_service.records import ResultStatus
+from results_service.replay.content import check_content
 from results_service.replay.trace import Workflow, scaled_size
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,22 @@ class ContentCheck(NamedTuple):
 
 
 CheckRecord = ContentCheck | tuple[int, bool, str]
+
+
+def check_stream(
+    file_id: str, size: int, chunks: Iterable[bytes | bytearray | memoryview]
+) -> ContentCheck:
+    """Read a stream of chunks and check it against the file's expected content."""
+    received = 0
+
+    def counted() -> Iterable[bytes | bytearray | memoryview]:
+        nonlocal received
+        for chunk in chunks:
+            received += len(chunk)
+            yield chunk
+
+    mismatch = check_content(file_id, size, counted())
+    return ContentCheck(received, mismatch is None, mismatch or "")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

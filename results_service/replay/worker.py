@@ -16,8 +16,8 @@ from typing import Any
 
 import ray
 
-from results_service.replay.content import check_content, file_bytes, iter_file_chunks
-from results_service.replay.verify import ContentCheck, TaskRun
+from results_service.replay.content import file_bytes, iter_file_chunks
+from results_service.replay.verify import ContentCheck, TaskRun, check_stream
 
 logger = logging.getLogger(__name__)
 
@@ -135,17 +135,8 @@ class ReplayWorker:
         checks: dict[str, ContentCheck] = {}
         for info in infos:
             file_id = file_of[info.result_id]
-            size = size_of[file_id]
-            received = 0
-
-            def counted(chunks: Any) -> Any:
-                nonlocal received
-                for chunk in chunks:
-                    received += len(chunk)
-                    yield chunk
-
-            mismatch = check_content(file_id, size, counted(self.client.iter_download(info)))
-            checks[file_id] = ContentCheck(received, mismatch is None, mismatch or "")
+            stream = self.client.iter_download(info)
+            checks[file_id] = check_stream(file_id, size_of[file_id], stream)
         return payload, checks
 
     def _complete(self, task: Any, outputs: dict[str, list[Any]]) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from results_service.records import ResultStatus
+from results_service.replay.content import file_bytes
 from results_service.replay.trace import Workflow, builtin_workflow, scaled_size
 from results_service.replay.verify import (
     ContentCheck,
@@ -16,6 +17,7 @@ from results_service.replay.verify import (
     TaskRun,
     Violation,
     ViolationKind,
+    check_stream,
     downloaded_bytes,
     format_table,
     to_json,
@@ -381,3 +383,20 @@ def test_to_json_is_serializable_with_derived_figures() -> None:
     assert data["tasks_per_second"] == 6.0
     assert data["total_seconds"] == 3.75
     assert data["workflow"] == "builtin-alignment-12"
+
+
+def test_check_stream_counts_bytes() -> None:
+    data = file_bytes("f1", 5000)
+
+    check = check_stream("f1", 5000, [data[:1000], data[1000:]])
+
+    assert check == ContentCheck(5000, True, "")
+
+
+def test_check_stream_reports_short_data() -> None:
+    data = file_bytes("f1", 5000)
+
+    check = check_stream("f1", 5000, [data[:1000]])
+
+    assert check.size == 1000
+    assert not check.ok
