@@ -8,13 +8,42 @@ backend's root (a directory or an S3 bucket prefix), in UTF-8.
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Iterable
 
 import pyarrow as pa
 
+from results_service.errors import FailedPreconditionError
+
+logger = logging.getLogger(__name__)
+
 
 class ObjectWriter(abc.ABC):
-    """An object being written in order, chunk by chunk, with bounded memory."""
+    """An object being written in order, chunk by chunk, with bounded memory.
+
+    Attributes:
+        key: the object's key under the backend's root.
+        state: "open" until the writer commits ("committed"), aborts ("aborted") or,
+            for some backends, fails to commit ("failed").
+    """
+
+    key: str
+    state: str
+
+    def __del__(self) -> None:
+        # Subclasses set `state` last in __init__, so only a writer built whole aborts.
+        if getattr(self, "state", None) == "open":
+            logger.warning("writer of object %s dropped while open; aborting", self.key)
+            self.abort()
+
+    def _require_open(self, action: str) -> None:
+        """Raise FailedPreconditionError unless the writer is still open."""
+        if self.state != "open":
+            raise FailedPreconditionError(
+                f"cannot {action} object {self.key!r}: its writer is {self.state}; "
+                "open a new writer",
+                (self.key,),
+            )
 
     @abc.abstractmethod
     def write(self, chunk: pa.Buffer | bytes) -> None:

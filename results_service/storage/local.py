@@ -18,7 +18,6 @@ from typing import BinaryIO
 import pyarrow as pa
 
 from results_service.errors import (
-    FailedPreconditionError,
     InternalError,
     InvalidArgumentError,
     NotFoundError,
@@ -117,19 +116,6 @@ class LocalWriter(ObjectWriter):
                 self.temp_path,
                 self.key,
                 error,
-            )
-
-    def __del__(self) -> None:
-        if getattr(self, "state", None) == "open":
-            logger.warning("writer of object %s dropped while open; aborting", self.key)
-            self.abort()
-
-    def _require_open(self, action: str) -> None:
-        if self.state != "open":
-            raise FailedPreconditionError(
-                f"cannot {action} object {self.key!r}: its writer is {self.state}; "
-                "open a new writer",
-                (self.key,),
             )
 
     def _publish(self) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 
-from results_service.errors import FailedPreconditionError, NotFoundError
+from results_service.errors import NotFoundError
 from results_service.storage import (
     check_offset,
     check_prefix,
@@ -55,14 +55,6 @@ class MemoryWriter(ObjectWriter):
         if self.state == "open":
             self._chunks = []
             self.state = "aborted"
-
-    def _require_open(self, action: str) -> None:
-        if self.state != "open":
-            raise FailedPreconditionError(
-                f"cannot {action} object {self.key!r}: its writer is {self.state}; "
-                "open a new writer",
-                (self.key,),
-            )
 
 
 class MemoryBackend(StorageBackend):

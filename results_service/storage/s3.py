@@ -23,7 +23,6 @@ import s3fs
 from fsspec.asyn import sync
 
 from results_service.errors import (
-    FailedPreconditionError,
     InternalError,
     InvalidArgumentError,
     NotFoundError,
@@ -232,19 +231,6 @@ class S3Writer(ObjectWriter):
                     self.key,
                     error,
                 )
-
-    def __del__(self) -> None:
-        if getattr(self, "state", None) == "open":
-            logger.warning("writer of object %s dropped while open; aborting", self.key)
-            self.abort()
-
-    def _require_open(self, action: str) -> None:
-        if self.state != "open":
-            raise FailedPreconditionError(
-                f"cannot {action} object {self.key!r}: its writer is {self.state}; "
-                "open a new writer",
-                (self.key,),
-            )
 
 
 class S3Backend(StorageBackend):
