@@ -16,6 +16,7 @@ the rejected dependency, so no completion can make it ready meanwhile.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -106,9 +107,7 @@ async def submit_tasks(
             session.default_task_options, task_options, definition.options
         )
         if not options.partition_id:
-            options = TaskOptions(
-                **{**_options_dict(options), "partition_id": session.partition_ids[0]}
-            )
+            options = dataclasses.replace(options, partition_id=session.partition_ids[0])
         if options.partition_id not in session.partition_ids:
             raise InvalidArgumentError(
                 f"partition {options.partition_id!r} of task {index} is not one of session "
@@ -174,10 +173,6 @@ async def submit_tasks(
         TaskInfo(r.task_id, r.payload_id, r.data_dependencies, r.expected_output_ids)
         for r in records
     ]
-
-
-def _options_dict(options: TaskOptions) -> dict[str, Any]:
-    return {name: getattr(options, name) for name in validation.TASK_OPTION_FIELDS}
 
 
 async def claim_outputs(
