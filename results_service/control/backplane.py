@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from actors import ServiceActors
 from results_service.errors import ServiceError, unwrap_ray_error
-from results_service.ids import group_by_shard, shard_of
+from results_service.ids import group_by_shard, group_items_by_shard, shard_of
 from results_service.records import QueuedTask, SessionRecord
 from results_service.settings import ServiceSettings
 
@@ -80,21 +80,13 @@ class Backplane:
         self, pairs: Iterable[tuple[str, Any]]
     ) -> dict[int, list[tuple[str, Any]]]:
         """Group (result_id, value) pairs by results shard."""
-        groups: dict[int, list[tuple[str, Any]]] = defaultdict(list)
-        for result_id, value in pairs:
-            groups[shard_of(result_id, len(self.actors.results))].append(
-                (result_id, value)
-            )
-        return groups
+        return group_items_by_shard(pairs, len(self.actors.results))
 
     def tasks_pairs(
         self, pairs: Iterable[tuple[str, Any]]
     ) -> dict[int, list[tuple[str, Any]]]:
         """Group (task_id, value) pairs by tasks shard."""
-        groups: dict[int, list[tuple[str, Any]]] = defaultdict(list)
-        for task_id, value in pairs:
-            groups[shard_of(task_id, len(self.actors.tasks))].append((task_id, value))
-        return groups
+        return group_items_by_shard(pairs, len(self.actors.tasks))
 
     async def session(self, session_id: str) -> SessionRecord:
         return await call(self.actors.sessions.get.remote(session_id))

@@ -140,30 +140,54 @@ async def complete_task(
         shard.begin_completion.remote(session_id, task_id, lease_id, list(inline))
     )
 
-    stored = dict(ending.staged)
-    if inline:
-        items = [
-            (result_id, object_key(session_id), bytes(data))
-            for result_id, data in inline.items()
-        ]
-        written = await call(
-            bp.actors.storage.put_many.remote([(key, data) for _, key, data in items])
-        )
-        stored.update(
-            {result_id: outcome for (result_id, _, _), outcome in zip(items, written)}
-        )
-    completions = [
-        (result_id, opaque_id, size) for result_id, (opaque_id, size) in stored.items()
+    # Data sent inline replaces data staged earlier for the same output.
+    replaced = [
+        ending.staged[result_id][0]
+        for result_id in inline
+        if result_id in ending.staged
     ]
+    stored = {
+        result_id: data
+        for result_id, data in ending.staged.items()
+        if result_id not in inline
+    }
+    completions: list[tuple[str, bytes, int]] = []
     try:
+        if inline:
+            items = [
+                (result_id, object_key(session_id), bytes(data))
+                for result_id, data in inline.items()
+            ]
+            written = await call(
+                bp.actors.storage.put_many.remote(
+                    [(key, data) for _, key, data in items]
+                )
+            )
+            stored.update(
+                {
+                    result_id: outcome
+                    for (result_id, _, _), outcome in zip(items, written)
+                }
+            )
+        completions = [
+            (result_id, opaque_id, size)
+            for result_id, (opaque_id, size) in stored.items()
+        ]
         await complete_and_resolve(bp, session_id, completions, owner_task_id=task_id)
     except BaseException as error:
+        # The task is PROCESSED, where no lease expires, so it must end here.
         logger.warning("committing the outputs of task %s failed: %s", task_id, error)
-        await bp.delete_objects(await objects_not_held(bp, session_id, completions))
+        if completions:
+            unheld = await objects_not_held(bp, session_id, completions)
+        else:
+            # put_many failed and deleted its own writes; the staged data remains.
+            unheld = [opaque_id for opaque_id, _ in stored.values()]
+        await bp.delete_objects([*unheld, *replaced])
         await end_if_possible(
             bp, task_id, TaskStatus.ERROR, f"committing outputs failed: {error}"
         )
         raise
+    await bp.delete_objects(replaced)
     (record,) = await call(shard.end.remote([task_id], TaskStatus.COMPLETED))
     return record
 

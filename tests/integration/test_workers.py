@@ -321,6 +321,22 @@ def test_staged_output_uploaded_twice_keeps_last(workers_client: Any, sid: str) 
     assert stored == expected
 
 
+def test_inline_output_replaces_staged(workers_client: Any, sid: str) -> None:
+    producer, (output,), _ = producer_and_consumer(workers_client, sid)
+    task = acquire_one(workers_client, producer)
+    workers_client.upload_result_data(
+        sid, output, b"staged", task_id=producer, lease_id=task.lease_id
+    )
+
+    workers_client.complete_task(sid, producer, task.lease_id, {output: b"inline"})
+
+    assert workers_client.read_result_data(sid, output) == b"inline"
+    stored = set(workers_client.stored_ids(f"sessions/{sid}/"))
+    expected = {workers_client.get_result(sid, output).opaque_id}
+    expected.update(payload_objects(workers_client, sid))
+    assert stored == expected
+
+
 def test_complete_task_missing_output_rejected(workers_client: Any, sid: str) -> None:
     producer, (given, missing), consumer = producer_and_consumer(workers_client, sid, 2)
     task = acquire_one(workers_client, producer)
