@@ -265,7 +265,10 @@ async def import_results_data(
     records, sizes, holders = await asyncio.gather(
         bp.find_results(session_id, result_ids),
         call(bp.actors.storage.sizes.remote(normalized)),
-        gather(shard.holders_of.remote(normalized) for shard in bp.actors.results),
+        gather(
+            shard.holders_of.remote(list(dict.fromkeys(normalized)))
+            for shard in bp.actors.results
+        ),
     )
     # NOTE: two sessions importing one object at the same moment both pass this
     # check, because the holders are read before either import completes.

@@ -406,7 +406,8 @@ class ResultsShard:
         """Return (opaque_id, session_id, result_id, manual_deletion) for each result
         of this shard whose data is one of the given stored objects."""
         found = []
-        for opaque_id in opaque_ids:
+        # Many results may import one object, so each id is looked up once.
+        for opaque_id in dict.fromkeys(opaque_ids):
             for result_id in sorted(self.holders.get(opaque_id, ())):
                 record = self.results[result_id]
                 found.append(

@@ -630,3 +630,13 @@ def test_insert_into_deleted_session_rejected() -> None:
 
     assert "s1" in caught.value.message
     assert "r1" not in shard.results
+
+
+def test_holders_of_repeated_id_listed_once() -> None:
+    shard = ResultsShard(0, 100)
+    shard.insert([ResultRecord("s1", "a", "r1", ResultStatus.CREATED)])
+    shard.complete("s1", [("r1", b"imports/x", 3)])
+
+    holders = shard.holders_of([b"imports/x", b"imports/x"])
+
+    assert holders == [(b"imports/x", "s1", "r1", False)]
