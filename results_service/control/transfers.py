@@ -10,8 +10,9 @@ service hold only the range it asked for.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from actors import actor_name
@@ -43,21 +44,38 @@ async def open_upload(
     """
     validation.check_id(session_id, "session_id", bp.limits)
     validation.check_id(result_id, "result_id", bp.limits)
-    require_data_accepted(await bp.session(session_id))
+    checks: list[Awaitable[Any]] = [
+        bp.session(session_id),
+        call(
+            bp.results_shard(result_id).check_writable.remote(session_id, [result_id])
+        ),
+    ]
     if task_id is not None or lease_id is not None:
         validation.check_id(task_id, "task_id", bp.limits)
         validation.check_id(lease_id, "lease_id", bp.limits)
-        task = await call(
-            bp.tasks_shard(task_id).check_lease.remote(session_id, task_id, lease_id)
-        )
-        if result_id not in task.expected_output_ids:
-            raise FailedPreconditionError(
-                f"result {result_id} is not an expected output of task {task_id}",
-                (result_id, task_id),
+        checks.append(
+            call(
+                bp.tasks_shard(task_id).check_lease.remote(
+                    session_id, task_id, lease_id
+                )
             )
-    await call(
-        bp.results_shard(result_id).check_writable.remote(session_id, [result_id])
-    )
+        )
+
+    # The checks read different actors, so they run in parallel; errors are
+    # raised in the order session, result, task.
+    outcomes = await asyncio.gather(*checks, return_exceptions=True)
+    session, *others = outcomes
+    if isinstance(session, BaseException):
+        raise session
+    require_data_accepted(session)
+    for outcome in others:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    if len(outcomes) == 3 and result_id not in outcomes[2].expected_output_ids:
+        raise FailedPreconditionError(
+            f"result {result_id} is not an expected output of task {task_id}",
+            (result_id, task_id),
+        )
 
     context = {
         "session_id": session_id,
@@ -149,7 +167,9 @@ async def open_download(bp: Backplane, session_id: str, result_id: str) -> Downl
     return info
 
 
-async def open_downloads(bp: Backplane, session_id: str, result_ids: Any) -> list[DownloadInfo]:
+async def open_downloads(
+    bp: Backplane, session_id: str, result_ids: Any
+) -> list[DownloadInfo]:
     """Check that each result has data; return read tokens, with the data itself for
     small results, in request order."""
     validation.check_id(session_id, "session_id", bp.limits)
