@@ -89,6 +89,14 @@ def start_local_service(
     return settings
 
 
+def app_handle(app_name: str, address: str | None) -> Any:
+    """Join the Ray cluster at `address` unless already joined, and return the
+    Serve handle of the application."""
+    if not ray.is_initialized():
+        ray.init(address=address or "auto", logging_level=logging.WARNING)
+    return serve.get_app_handle(app_name)
+
+
 async def _result(response: Awaitable[T]) -> T:
     try:
         return await response
@@ -144,9 +152,7 @@ class AsyncResultsClient:
     @classmethod
     def connect(cls, app_name: str = "results", address: str | None = None) -> AsyncResultsClient:
         """Connect to a running service; `address` is a Ray address such as "auto"."""
-        if not ray.is_initialized():
-            ray.init(address=address or "auto", logging_level=logging.WARNING)
-        return cls(serve.get_app_handle(app_name))
+        return cls(app_handle(app_name, address))
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return await _result(getattr(self.handle, method).remote(*args, **kwargs))
@@ -471,9 +477,7 @@ class ResultsClient:
     @classmethod
     def connect(cls, app_name: str = "results", address: str | None = None) -> ResultsClient:
         """Connect to a running service; `address` is a Ray address such as "auto"."""
-        if not ray.is_initialized():
-            ray.init(address=address or "auto", logging_level=logging.WARNING)
-        return cls(serve.get_app_handle(app_name))
+        return cls(app_handle(app_name, address))
 
     @classmethod
     def start_local(cls, settings: ServiceSettings | None = None, num_cpus: int | None = None) -> ResultsClient:
