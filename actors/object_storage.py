@@ -198,12 +198,14 @@ class ObjectStorage:
         if failures:
             written = [
                 key.encode()
-                for (key, _), result in zip(items, results)
+                for (key, _), result in zip(items, results, strict=True)
                 if not isinstance(result, BaseException)
             ]
             await asyncio.to_thread(self.backend.delete, written)
             raise failures[0]
-        return [(key.encode(), size) for (key, _), size in zip(items, results)]  # type: ignore[misc]
+        return [
+            (key.encode(), size) for (key, _), size in zip(items, results, strict=True)
+        ]  # type: ignore[misc]
 
     # Downloads
 
@@ -222,12 +224,17 @@ class ObjectStorage:
         small = [index for index, (_, size) in enumerate(objects) if size <= inline_max]
         buffers = await asyncio.gather(
             *(
-                asyncio.to_thread(self.backend.read_range, objects[index][0], 0, objects[index][1])
+                asyncio.to_thread(
+                    self.backend.read_range, objects[index][0], 0, objects[index][1]
+                )
                 for index in small
             )
         )
-        data: dict[int, pa.Buffer] = dict(zip(small, buffers))
-        return [(self.sign(opaque_id), data.get(index)) for index, (opaque_id, _) in enumerate(objects)]
+        data: dict[int, pa.Buffer] = dict(zip(small, buffers, strict=True))
+        return [
+            (self.sign(opaque_id), data.get(index))
+            for index, (opaque_id, _) in enumerate(objects)
+        ]
 
     async def read(self, token: bytes, offset: int, length: int) -> list[pa.Buffer]:
         """Return the bytes of [offset, offset + length) as chunks of at most

@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
             "after its inputs, and that every byte read was the byte written."
         ),
     )
-    replay.add_argument("trace", nargs="?", help="WfFormat JSON file; default: built-in workflow")
+    replay.add_argument(
+        "trace", nargs="?", help="WfFormat JSON file; default: built-in workflow"
+    )
     replay.add_argument(
         "--scale",
         type=float,
@@ -48,9 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-scale",
         type=float,
         default=0.0,
-        help="factor applied to task runtimes; workers sleep runtime x factor (default 0)",
+        help="factor applied to task runtimes; workers sleep runtime x factor "
+        "(default 0)",
     )
-    replay.add_argument("--workers", type=int, default=4, help="worker actors (default 4)")
+    replay.add_argument(
+        "--workers", type=int, default=4, help="worker actors (default 4)"
+    )
     replay.add_argument(
         "--storage-url",
         default=None,
@@ -64,13 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
         "of uploading them",
     )
     replay.add_argument(
-        "--batch-size", type=int, default=1000, help="results or tasks per call (default 1000)"
+        "--batch-size",
+        type=int,
+        default=1000,
+        help="results or tasks per call (default 1000)",
     )
     replay.add_argument(
-        "--timeout", type=float, default=3600.0, help="seconds before giving up (default 3600)"
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="seconds before giving up (default 3600)",
     )
-    replay.add_argument("--json", dest="json_path", help="also write the summary to this JSON file")
-    replay.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
+    replay.add_argument(
+        "--json", dest="json_path", help="also write the summary to this JSON file"
+    )
+    replay.add_argument(
+        "--num-cpus", type=int, default=None, help="CPUs of the local Ray"
+    )
     replay.add_argument(
         "--inject-fault",
         choices=["skip-download"],
@@ -83,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
     arguments = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     # Ray binds to the machine's address unless this is set before it is imported.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     return replay(arguments)
@@ -93,7 +110,9 @@ def replay(arguments: argparse.Namespace) -> int:
     from results_service.replay.trace import TraceError, builtin_workflow, load_workflow
 
     try:
-        workflow = load_workflow(arguments.trace) if arguments.trace else builtin_workflow()
+        workflow = (
+            load_workflow(arguments.trace) if arguments.trace else builtin_workflow()
+        )
     except (TraceError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -102,9 +121,18 @@ def replay(arguments: argparse.Namespace) -> int:
         scale = DEFAULT_TRACE_SCALE if arguments.trace else 1.0
     checks = [
         (scale >= 0, f"--scale {scale} is invalid: give a number >= 0"),
-        (arguments.time_scale >= 0, f"--time-scale {arguments.time_scale} is invalid: give a number >= 0"),
-        (arguments.workers >= 1, f"--workers {arguments.workers} is invalid: give at least 1"),
-        (arguments.batch_size >= 1, f"--batch-size {arguments.batch_size} is invalid: give at least 1"),
+        (
+            arguments.time_scale >= 0,
+            f"--time-scale {arguments.time_scale} is invalid: give a number >= 0",
+        ),
+        (
+            arguments.workers >= 1,
+            f"--workers {arguments.workers} is invalid: give at least 1",
+        ),
+        (
+            arguments.batch_size >= 1,
+            f"--batch-size {arguments.batch_size} is invalid: give at least 1",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -146,7 +174,9 @@ def replay(arguments: argparse.Namespace) -> int:
     clock = time.monotonic()
     client = ResultsClient.start_local(settings, num_cpus=arguments.num_cpus)
     try:
-        report = run_replay(client, settings, workflow, options, time.monotonic() - clock)
+        report = run_replay(
+            client, settings, workflow, options, time.monotonic() - clock
+        )
     finally:
         client.close()
         serve.shutdown()
@@ -160,12 +190,18 @@ def replay(arguments: argparse.Namespace) -> int:
         print(f"worker error: {error}", file=sys.stderr)
     if report.violations:
         for violation in report.violations[:50]:
-            print(f"violation {violation.kind}: {violation.message} (ids: {', '.join(violation.ids)})")
+            print(
+                f"violation {violation.kind}: {violation.message} "
+                f"(ids: {', '.join(violation.ids)})"
+            )
         if len(report.violations) > 50:
             print(f"... and {len(report.violations) - 50} more violations")
         print("verification FAILED")
         return 1
-    print("verification passed: every task ran once, after its inputs, and every byte matched")
+    print(
+        "verification passed: every task ran once, after its inputs, and every "
+        "byte matched"
+    )
     return 0
 
 

@@ -16,7 +16,15 @@ import io
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, BinaryIO, TypeVar
 
 import pyarrow as pa
@@ -46,7 +54,9 @@ from results_service.settings import ServiceSettings
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-UploadData = bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO | Iterable[Any]
+UploadData = (
+    bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO | Iterable[Any]
+)
 FINAL_RESULT_STATUSES = frozenset(
     {ResultStatus.COMPLETED, ResultStatus.ABORTED, ResultStatus.DELETED}
 )
@@ -150,7 +160,9 @@ class AsyncResultsClient:
         self._storage_actors: dict[tuple[str, str], Any] = {}
 
     @classmethod
-    def connect(cls, app_name: str = "results", address: str | None = None) -> AsyncResultsClient:
+    def connect(
+        cls, app_name: str = "results", address: str | None = None
+    ) -> AsyncResultsClient:
         """Connect to a running service; `address` is a Ray address such as "auto"."""
         return cls(app_handle(app_name, address))
 
@@ -172,7 +184,11 @@ class AsyncResultsClient:
         default_task_options: TaskOptions | Mapping[str, Any] | None = None,
     ) -> str:
         """Create a session and return its id."""
-        options = dict(default_task_options) if isinstance(default_task_options, Mapping) else default_task_options
+        options = (
+            dict(default_task_options)
+            if isinstance(default_task_options, Mapping)
+            else default_task_options
+        )
         record = await self._call("create_session", list(partition_ids or []), options)
         return record.session_id
 
@@ -222,7 +238,9 @@ class AsyncResultsClient:
         """Create COMPLETED results with small data given inline."""
         items = results.items() if isinstance(results, Mapping) else results
         creates = [
-            item if isinstance(item, ResultCreate) else ResultCreate(item[0], data=bytes(item[1]))
+            item
+            if isinstance(item, ResultCreate)
+            else ResultCreate(item[0], data=bytes(item[1]))
             for item in items
         ]
         return await self._call("create_results", session_id, creates)
@@ -231,7 +249,9 @@ class AsyncResultsClient:
         self, session_id: str, results: Sequence[tuple[str, bytes | str]]
     ) -> list[ResultRecord]:
         """Complete results with objects already in the storage, by opaque id."""
-        return await self._call("import_results_data", session_id, [tuple(pair) for pair in results])
+        return await self._call(
+            "import_results_data", session_id, [tuple(pair) for pair in results]
+        )
 
     async def get_result(self, session_id: str, result_id: str) -> ResultRecord:
         return await self._call("get_result", session_id, result_id)
@@ -245,12 +265,18 @@ class AsyncResultsClient:
         session_id: str | None = None,
     ) -> Page:
         """Return a page of results matching an OR of ANDs of conditions."""
-        return await self._call("list_results", filters, sort, page, page_size, session_id)
+        return await self._call(
+            "list_results", filters, sort, page, page_size, session_id
+        )
 
-    async def get_owner_task_id(self, session_id: str, result_ids: Sequence[str]) -> dict[str, str]:
+    async def get_owner_task_id(
+        self, session_id: str, result_ids: Sequence[str]
+    ) -> dict[str, str]:
         return await self._call("get_owner_task_id", session_id, list(result_ids))
 
-    async def delete_results_data(self, session_id: str, result_ids: Sequence[str]) -> list[str]:
+    async def delete_results_data(
+        self, session_id: str, result_ids: Sequence[str]
+    ) -> list[str]:
         return await self._call("delete_results_data", session_id, list(result_ids))
 
     async def watch_results(
@@ -298,7 +324,9 @@ class AsyncResultsClient:
         aborted and nothing is stored.
         """
         configuration = await self.get_service_configuration()
-        upload_id = await self._call("open_upload", session_id, result_id, task_id, lease_id)
+        upload_id = await self._call(
+            "open_upload", session_id, result_id, task_id, lease_id
+        )
         window_size = configuration.transfer_window_chunks
         try:
             pending: Any = None
@@ -323,7 +351,9 @@ class AsyncResultsClient:
         try:
             await self._call("abort_upload", upload_id)
         except Exception:
-            logger.warning("aborting upload %s failed; the service drops it when idle", upload_id)
+            logger.warning(
+                "aborting upload %s failed; the service drops it when idle", upload_id
+            )
 
     async def download_result_data(
         self, session_id: str, result_id: str
@@ -352,7 +382,9 @@ class AsyncResultsClient:
         """Yield the data of a download opened with `open_downloads`, in chunks."""
         if info.data is not None:
             for start in range(0, len(info.data), info.chunk_size):
-                yield info.data.slice(start, min(info.chunk_size, len(info.data) - start))
+                yield info.data.slice(
+                    start, min(info.chunk_size, len(info.data) - start)
+                )
             return
         reader = self._storage_actor(info)
         step = info.chunk_size * info.window_chunks
@@ -361,7 +393,9 @@ class AsyncResultsClient:
         def request(offset: int) -> Any:
             return reader.read.remote(info.token, offset, min(step, info.size - offset))
 
-        ahead = [request(offset) for offset in [next(offsets, None)] if offset is not None]
+        ahead = [
+            request(offset) for offset in [next(offsets, None)] if offset is not None
+        ]
         while ahead:
             reference = ahead.pop()
             following = next(offsets, None)
@@ -373,15 +407,22 @@ class AsyncResultsClient:
     def _storage_actor(self, info: DownloadInfo) -> Any:
         key = (info.storage_actor, info.namespace)
         if key not in self._storage_actors:
-            self._storage_actors[key] = ray.get_actor(info.storage_actor, namespace=info.namespace)
+            self._storage_actors[key] = ray.get_actor(
+                info.storage_actor, namespace=info.namespace
+            )
         return self._storage_actors[key]
 
     async def read_result_data(self, session_id: str, result_id: str) -> bytes:
         """Return the result's whole data; use download_result_data for large data."""
-        parts = [buffer.to_pybytes() async for buffer in self.download_result_data(session_id, result_id)]
+        parts = [
+            buffer.to_pybytes()
+            async for buffer in self.download_result_data(session_id, result_id)
+        ]
         return b"".join(parts)
 
-    async def download_to_file(self, session_id: str, result_id: str, path: str | os.PathLike[str]) -> int:
+    async def download_to_file(
+        self, session_id: str, result_id: str, path: str | os.PathLike[str]
+    ) -> int:
         """Write the result's data to a file and return its size."""
         size = 0
         with pa.OSFile(os.fspath(path), "wb") as file:
@@ -399,7 +440,9 @@ class AsyncResultsClient:
         task_options: TaskOptions | Mapping[str, Any] | None = None,
     ) -> list[TaskInfo]:
         """Submit tasks; options merge per task over the request over the session."""
-        options = dict(task_options) if isinstance(task_options, Mapping) else task_options
+        options = (
+            dict(task_options) if isinstance(task_options, Mapping) else task_options
+        )
         return await self._call("submit_tasks", session_id, list(tasks), options)
 
     async def get_task(self, session_id: str, task_id: str) -> TaskRecord:
@@ -413,7 +456,9 @@ class AsyncResultsClient:
         page_size: int = 100,
         session_id: str | None = None,
     ) -> Page:
-        return await self._call("list_tasks", filters, sort, page, page_size, session_id)
+        return await self._call(
+            "list_tasks", filters, sort, page, page_size, session_id
+        )
 
     async def cancel_tasks(self, session_id: str, task_ids: Sequence[str]) -> list[str]:
         return await self._call("cancel_tasks", session_id, list(task_ids))
@@ -421,12 +466,20 @@ class AsyncResultsClient:
     # Workers
 
     async def acquire_tasks(
-        self, partition_id: str, worker_id: str, max_tasks: int = 1, wait_seconds: float = 0.0
+        self,
+        partition_id: str,
+        worker_id: str,
+        max_tasks: int = 1,
+        wait_seconds: float = 0.0,
     ) -> list[AcquiredTask]:
         """Take tasks from a partition's queue under leases."""
-        return await self._call("acquire_tasks", partition_id, worker_id, max_tasks, wait_seconds)
+        return await self._call(
+            "acquire_tasks", partition_id, worker_id, max_tasks, wait_seconds
+        )
 
-    async def start_task(self, session_id: str, task_id: str, lease_id: str) -> TaskRecord:
+    async def start_task(
+        self, session_id: str, task_id: str, lease_id: str
+    ) -> TaskRecord:
         return await self._call("start_task", session_id, task_id, lease_id)
 
     async def renew_lease(self, session_id: str, task_id: str, lease_id: str) -> float:
@@ -440,13 +493,22 @@ class AsyncResultsClient:
         outputs: Mapping[str, bytes] | None = None,
     ) -> TaskRecord:
         """Complete a task; outputs not uploaded before are given inline here."""
-        return await self._call("complete_task", session_id, task_id, lease_id, dict(outputs or {}))
+        return await self._call(
+            "complete_task", session_id, task_id, lease_id, dict(outputs or {})
+        )
 
     async def fail_task(
-        self, session_id: str, task_id: str, lease_id: str, error: str, retry: bool = True
+        self,
+        session_id: str,
+        task_id: str,
+        lease_id: str,
+        error: str,
+        retry: bool = True,
     ) -> str | None:
         """Fail a task; return the id of the retry that replaces it, if any."""
-        return await self._call("fail_task", session_id, task_id, lease_id, error, retry)
+        return await self._call(
+            "fail_task", session_id, task_id, lease_id, error, retry
+        )
 
     async def queue_contents(self, partition_id: str) -> list[Any]:
         """Return the queued tasks of a partition in dispatch order."""
@@ -470,17 +532,23 @@ class ResultsClient:
 
     def __init__(self, handle: Any) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="results-client", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="results-client", daemon=True
+        )
         self._thread.start()
         self.aio = AsyncResultsClient(handle)
 
     @classmethod
-    def connect(cls, app_name: str = "results", address: str | None = None) -> ResultsClient:
+    def connect(
+        cls, app_name: str = "results", address: str | None = None
+    ) -> ResultsClient:
         """Connect to a running service; `address` is a Ray address such as "auto"."""
         return cls(app_handle(app_name, address))
 
     @classmethod
-    def start_local(cls, settings: ServiceSettings | None = None, num_cpus: int | None = None) -> ResultsClient:
+    def start_local(
+        cls, settings: ServiceSettings | None = None, num_cpus: int | None = None
+    ) -> ResultsClient:
         """Start a local single-node service and connect to it."""
         settings = start_local_service(settings, num_cpus)
         return cls(serve.get_app_handle(settings.app_name))

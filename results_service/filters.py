@@ -198,8 +198,8 @@ def check_sort(sort: Sort | None, fields: Mapping[str, FieldKind]) -> Sort | Non
         return None
     if not isinstance(sort, Sort) or sort.field not in fields:
         raise InvalidArgumentError(
-            f"sort {sort!r} is invalid: use filters.Sort(field, 'asc' or 'desc') with a "
-            f"field among: {', '.join(sorted(fields))}"
+            f"sort {sort!r} is invalid: use filters.Sort(field, 'asc' or 'desc') "
+            f"with a field among: {', '.join(sorted(fields))}"
         )
     if sort.direction not in ("asc", "desc"):
         raise InvalidArgumentError(

@@ -151,7 +151,8 @@ class ServiceSettings:
         """Build settings from `RESULTS_SERVICE_<FIELD>` variables over the defaults.
 
         The fields of `Limits` are read the same way, such as
-        `RESULTS_SERVICE_MAX_BATCH`. Partitions are comma-separated. S3 credentials also come from the usual
+        `RESULTS_SERVICE_MAX_BATCH`. Partitions are comma-separated. S3 credentials
+        also come from the usual
         `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID` and
         `AWS_SECRET_ACCESS_KEY` when the service's own variables are unset.
         """

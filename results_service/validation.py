@@ -42,8 +42,8 @@ def check_batch(
         raise InvalidArgumentError(f"{what} is empty; give at least one item")
     if len(items) > limits.max_batch:
         raise InvalidArgumentError(
-            f"{what} has {len(items)} items; the limit is {limits.max_batch} per request, "
-            "so split it into several requests"
+            f"{what} has {len(items)} items; the limit is {limits.max_batch} per "
+            "request, so split it into several requests"
         )
     return list(items)
 
@@ -106,7 +106,8 @@ def merge_task_options(
         unknown = sorted(set(override) - set(TASK_OPTION_FIELDS))
         if unknown:
             raise InvalidArgumentError(
-                f"task options {unknown} are unknown; use {', '.join(TASK_OPTION_FIELDS)}"
+                f"task options {unknown} are unknown; "
+                f"use {', '.join(TASK_OPTION_FIELDS)}"
             )
         previous_options = merged["options"]
         merged.update(override)
@@ -137,8 +138,8 @@ def check_task_options(options: TaskOptions) -> TaskOptions:
         or not 0 <= retries <= 100
     ):
         raise InvalidArgumentError(
-            f"task option max_retries={retries!r} is invalid: it must be an integer from "
-            "0 to 100"
+            f"task option max_retries={retries!r} is invalid: it must be an integer "
+            "from 0 to 100"
         )
     duration = options.max_duration
     if (
@@ -152,13 +153,15 @@ def check_task_options(options: TaskOptions) -> TaskOptions:
         )
     if not isinstance(options.partition_id, str):
         raise InvalidArgumentError(
-            f"task option partition_id={options.partition_id!r} is invalid: give a string"
+            f"task option partition_id={options.partition_id!r} is invalid: "
+            "give a string"
         )
     if not isinstance(options.options, dict) or not all(
         isinstance(key, str) and isinstance(value, str)
         for key, value in options.options.items()
     ):
         raise InvalidArgumentError(
-            f"task option options={options.options!r} is invalid: give a dict of strings"
+            f"task option options={options.options!r} is invalid: "
+            "give a dict of strings"
         )
     return options

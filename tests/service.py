@@ -70,7 +70,9 @@ class ServiceFactory:
         settings = dataclasses.replace(
             settings, app_name=f"results-test-{number}", **changes
         )
-        serve.run(serve_app.build_app(settings), name=settings.app_name, route_prefix=None)
+        serve.run(
+            serve_app.build_app(settings), name=settings.app_name, route_prefix=None
+        )
         client = ResultsClient(serve.get_app_handle(settings.app_name))
         client.settings = settings
         self.started.append((settings.app_name, client))
@@ -88,7 +90,9 @@ class ServiceFactory:
 
 
 @pytest.fixture(scope="session")
-def services(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceFactory]:
+def services(
+    ray_cluster: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceFactory]:
     """A factory of service applications on the session's Ray."""
     factory = ServiceFactory(str(tmp_path_factory.mktemp("storage")))
     try:

@@ -43,7 +43,7 @@ async def settle(calls: Mapping[int, Awaitable[T]]) -> dict[int, T | BaseExcepti
     outcomes = await asyncio.gather(
         *(calls[key] for key in keys), return_exceptions=True
     )
-    return dict(zip(keys, outcomes))
+    return dict(zip(keys, outcomes, strict=True))
 
 
 async def call(ref: Awaitable[T]) -> T:

@@ -31,7 +31,6 @@ from results_service.state.sessions import (
 logger = logging.getLogger(__name__)
 
 
-
 def parse_creates(items: Any, bp: Backplane, with_data: bool) -> list[ResultCreate]:
     """Check create requests: names, flags and, for create_results, the data."""
     creates = validation.check_batch(items, "results", bp.limits)
@@ -56,8 +55,8 @@ def parse_creates(items: Any, bp: Backplane, with_data: bool) -> list[ResultCrea
             total += len(item.data)
         elif item.data is not None:
             raise InvalidArgumentError(
-                f"result {item.name!r} carries data; create_results_metadata takes names "
-                "only, use create_results to send data"
+                f"result {item.name!r} carries data; create_results_metadata takes "
+                "names only, so use create_results to send data"
             )
         parsed.append(item)
     if total > bp.limits.max_inline_bytes:
@@ -127,7 +126,10 @@ async def create_results(
     keys = [object_key(session_id) for _ in creates]
     stored = await call(
         bp.actors.storage.put_many.remote(
-            [(key, bytes(create.data or b"")) for key, create in zip(keys, creates)]
+            [
+                (key, bytes(create.data or b""))
+                for key, create in zip(keys, creates, strict=True)
+            ]
         )
     )
     now = time.time()
@@ -144,7 +146,7 @@ async def create_results(
             opaque_id=opaque_id,
             manual_deletion=create.manual_deletion,
         )
-        for create, (opaque_id, size) in zip(creates, stored)
+        for create, (opaque_id, size) in zip(creates, stored, strict=True)
     ]
     try:
         await insert_results(bp, records)
@@ -251,8 +253,8 @@ async def import_results_data(
             or len(opaque_id) > bp.limits.max_id_length * 4
         ):
             raise InvalidArgumentError(
-                f"opaque id {opaque_id!r} of result {result_id} is invalid: give bytes of "
-                f"at most {bp.limits.max_id_length * 4} characters"
+                f"opaque id {opaque_id!r} of result {result_id} is invalid: give "
+                f"bytes of at most {bp.limits.max_id_length * 4} characters"
             )
         result_ids.append(result_id)
         opaque_ids.append(opaque_id)
@@ -281,8 +283,8 @@ async def import_results_data(
     missing = [opaque.decode() for opaque in normalized if sizes.get(opaque) is None]
     if missing:
         raise NotFoundError(
-            f"objects {missing[:10]} were not found in the storage; write them under the "
-            "storage root before importing",
+            f"objects {missing[:10]} were not found in the storage; write them "
+            "under the storage root before importing",
             tuple(missing),
         )
     not_created = [
@@ -296,7 +298,7 @@ async def import_results_data(
         )
     completions = [
         (result_id, opaque_id, sizes[opaque_id] or 0)
-        for result_id, opaque_id in zip(result_ids, normalized)
+        for result_id, opaque_id in zip(result_ids, normalized, strict=True)
     ]
     return await complete_and_resolve(bp, session_id, completions)
 
@@ -468,7 +470,7 @@ async def watch_results(
         bp.actors.results[shard].snapshot.remote(group)
         for shard, group in groups.items()
     )
-    for shard, (sequence, changes) in zip(groups, snapshots):
+    for shard, (sequence, changes) in zip(groups, snapshots, strict=True):
         cursors[shard] = sequence
         for change in changes:
             current[change.result_id] = change.status

@@ -79,8 +79,8 @@ def parse_definitions(bp: Backplane, definitions: Any) -> list[TaskDefinition]:
                 )
             if output in outputs_seen:
                 raise InvalidArgumentError(
-                    f"result {output} is an expected output of tasks {outputs_seen[output]} "
-                    f"and {index}; each result has one producer",
+                    f"result {output} is an expected output of tasks "
+                    f"{outputs_seen[output]} and {index}; each result has one producer",
                     (output,),
                 )
             outputs_seen[output] = index
@@ -107,11 +107,13 @@ async def submit_tasks(
             session.default_task_options, task_options, definition.options
         )
         if not options.partition_id:
-            options = dataclasses.replace(options, partition_id=session.partition_ids[0])
+            options = dataclasses.replace(
+                options, partition_id=session.partition_ids[0]
+            )
         if options.partition_id not in session.partition_ids:
             raise InvalidArgumentError(
-                f"partition {options.partition_id!r} of task {index} is not one of session "
-                f"{session_id}'s partitions {list(session.partition_ids)}"
+                f"partition {options.partition_id!r} of task {index} is not one of "
+                f"session {session_id}'s partitions {list(session.partition_ids)}"
             )
         records.append(
             TaskRecord(

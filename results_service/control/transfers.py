@@ -44,38 +44,36 @@ async def open_upload(
     """
     validation.check_id(session_id, "session_id", bp.limits)
     validation.check_id(result_id, "result_id", bp.limits)
-    checks: list[Awaitable[Any]] = [
-        bp.session(session_id),
-        call(
-            bp.results_shard(result_id).check_writable.remote(session_id, [result_id])
-        ),
-    ]
-    if task_id is not None or lease_id is not None:
+    session_check = bp.session(session_id)
+    result_check = call(
+        bp.results_shard(result_id).check_writable.remote(session_id, [result_id])
+    )
+    task_check: Awaitable[Any] = asyncio.sleep(0)
+    is_output = task_id is not None or lease_id is not None
+    if is_output:
         validation.check_id(task_id, "task_id", bp.limits)
         validation.check_id(lease_id, "lease_id", bp.limits)
-        checks.append(
-            call(
-                bp.tasks_shard(task_id).check_lease.remote(
-                    session_id, task_id, lease_id
-                )
-            )
+        task_check = call(
+            bp.tasks_shard(task_id).check_lease.remote(session_id, task_id, lease_id)
         )
 
-    # The checks read different actors, so they run in parallel; errors are
-    # raised in the order session, result, task.
-    outcomes = await asyncio.gather(*checks, return_exceptions=True)
-    session, *others = outcomes
+    # The checks read different actors, so they run in parallel. Their errors are
+    # raised in the order of a sequential check: session, task, then result.
+    session, task, writable = await asyncio.gather(
+        session_check, task_check, result_check, return_exceptions=True
+    )
     if isinstance(session, BaseException):
         raise session
     require_data_accepted(session)
-    for outcome in others:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    if len(outcomes) == 3 and result_id not in outcomes[2].expected_output_ids:
+    if isinstance(task, BaseException):
+        raise task
+    if is_output and result_id not in task.expected_output_ids:
         raise FailedPreconditionError(
             f"result {result_id} is not an expected output of task {task_id}",
             (result_id, task_id),
         )
+    if isinstance(writable, BaseException):
+        raise writable
 
     context = {
         "session_id": session_id,
@@ -195,7 +193,7 @@ async def open_downloads(
             result_id=record.result_id,
             data=data,
         )
-        for record, (token, data) in zip(records, opened)
+        for record, (token, data) in zip(records, opened, strict=True)
     ]
 
 
@@ -209,6 +207,7 @@ def check_has_data(record: ResultRecord) -> None:
         ResultStatus.DELETED: "had its data deleted",
     }
     raise FailedPreconditionError(
-        f"result {record.result_id} is {record.status.name}: it {reasons[record.status]}",
+        f"result {record.result_id} is {record.status.name}: "
+        f"it {reasons[record.status]}",
         (record.result_id,),
     )

@@ -166,7 +166,7 @@ async def complete_task(
             stored.update(
                 {
                     result_id: outcome
-                    for (result_id, _, _), outcome in zip(items, written)
+                    for (result_id, _, _), outcome in zip(items, written, strict=True)
                 }
             )
         completions = [

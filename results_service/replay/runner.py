@@ -103,7 +103,9 @@ class Progress:
             self.stream.flush()
         elif now - self.last_line >= 2.0 or done == self.total:
             self.last_line = now
-            self.stream.write(f"progress: {done}/{self.total} results completed, {elapsed:.1f} s\n")
+            self.stream.write(
+                f"progress: {done}/{self.total} results completed, {elapsed:.1f} s\n"
+            )
             self.stream.flush()
 
     def finish(self) -> None:
@@ -130,23 +132,39 @@ def run_replay(
 
     clock = time.monotonic()
     result_ids = create_file_results(client, session_id, workflow, options.batch_size)
-    payload_ids = create_payloads(client, session_id, workflow, result_ids, size_of, options.batch_size)
-    submit_workflow(client, session_id, workflow, result_ids, payload_ids, options.batch_size)
+    payload_ids = create_payloads(
+        client, session_id, workflow, result_ids, size_of, options.batch_size
+    )
+    submit_workflow(
+        client, session_id, workflow, result_ids, payload_ids, options.batch_size
+    )
     workers = start_workers(settings, options)
-    uploaded = provide_inputs(client, settings, session_id, workflow, result_ids, size_of, options.use_import)
+    uploaded = provide_inputs(
+        client, settings, session_id, workflow, result_ids, size_of, options.use_import
+    )
     submission_seconds = time.monotonic() - clock
 
     clock = time.monotonic()
-    watched = [result_ids[file_id] for file_id in workflow.files if file_id not in workflow.input_files]
+    watched = [
+        result_ids[file_id]
+        for file_id in workflow.files
+        if file_id not in workflow.input_files
+    ]
     follow_progress(client, session_id, watched, options.timeout, progress_stream)
     execution_seconds = time.monotonic() - clock
 
     clock = time.monotonic()
     runs, worker_errors, worker_uploaded = stop_workers(workers)
-    downloads = download_final_outputs(client, session_id, workflow, result_ids, size_of)
+    downloads = download_final_outputs(
+        client, session_id, workflow, result_ids, size_of
+    )
     file_of = {result_id: file_id for file_id, result_id in result_ids.items()}
-    records = list_session_results(client, session_id, len(result_ids) + len(payload_ids))
-    statuses = {file_of[r.result_id]: r.status for r in records if r.result_id in file_of}
+    records = list_session_results(
+        client, session_id, len(result_ids) + len(payload_ids)
+    )
+    statuses = {
+        file_of[r.result_id]: r.status for r in records if r.result_id in file_of
+    }
     completed_at = {
         file_of[r.result_id]: r.completed_at
         for r in records
@@ -181,8 +199,13 @@ def create_file_results(
     file_ids = list(workflow.files)
     result_ids: dict[str, str] = {}
     for batch in batches(file_ids, batch_size):
-        records = client.create_results_metadata(session_id, [ResultCreate(f) for f in batch])
-        result_ids.update((file_id, record.result_id) for file_id, record in zip(batch, records))
+        records = client.create_results_metadata(
+            session_id, [ResultCreate(f) for f in batch]
+        )
+        result_ids.update(
+            (file_id, record.result_id)
+            for file_id, record in zip(batch, records, strict=True)
+        )
     return result_ids
 
 
@@ -210,7 +233,10 @@ def create_payloads(
             )
             creates.append(ResultCreate(f"payload:{task_id}", data=payload))
         records = client.create_results(session_id, creates)
-        payload_ids.update((task_id, record.result_id) for task_id, record in zip(batch, records))
+        payload_ids.update(
+            (task_id, record.result_id)
+            for task_id, record in zip(batch, records, strict=True)
+        )
     return payload_ids
 
 
@@ -277,7 +303,9 @@ def provide_inputs(
         for file_id in workflow.input_files:
             size = size_of(file_id)
             client.upload_result_data(
-                session_id, result_ids[file_id], iter_file_chunks(file_id, size, 4 * MiB)
+                session_id,
+                result_ids[file_id],
+                iter_file_chunks(file_id, size, 4 * MiB),
             )
             total += size
         return total
@@ -322,7 +350,9 @@ def follow_progress(
         progress.update(len(done))
     progress.finish()
     if len(done) < len(watched):
-        logger.warning("replay timed out with %d of %d results final", len(done), len(watched))
+        logger.warning(
+            "replay timed out with %d of %d results final", len(done), len(watched)
+        )
 
 
 def download_final_outputs(
@@ -343,7 +373,9 @@ def download_final_outputs(
     return checks
 
 
-def list_session_results(client: ResultsClient, session_id: str, expected: int) -> list[Any]:
+def list_session_results(
+    client: ResultsClient, session_id: str, expected: int
+) -> list[Any]:
     """Return every result of the session, page by page."""
     records: list[Any] = []
     page = 0

@@ -86,7 +86,9 @@ class ReplayWorker:
                     self.partition_id, self.worker_id, max_tasks=1, wait_seconds=0.5
                 )
             except Exception as error:
-                logger.warning("worker %s failed to acquire tasks: %s", self.worker_id, error)
+                logger.warning(
+                    "worker %s failed to acquire tasks: %s", self.worker_id, error
+                )
                 self.errors.append(f"acquire: {error}")
                 time.sleep(0.5)
                 continue
@@ -101,18 +103,27 @@ class ReplayWorker:
                 time.sleep(payload["runtime_seconds"] * self.time_scale)
             self._complete(task, payload["outputs"])
             self.runs.append(
-                TaskRun(payload["task_id"], self.worker_id, started_at, time.time(), checks)
+                TaskRun(
+                    payload["task_id"], self.worker_id, started_at, time.time(), checks
+                )
             )
         except Exception as error:
             # Any failure, of the service or of Ray, fails the task so that it is
             # retried, and the thread goes on with the next task.
-            logger.warning("worker %s: task %s failed: %r", self.worker_id, task.task_id, error)
+            logger.warning(
+                "worker %s: task %s failed: %r", self.worker_id, task.task_id, error
+            )
             self.errors.append(f"task {task.task_id}: {error!r}")
             try:
-                self.client.fail_task(task.session_id, task.task_id, task.lease_id, repr(error))
+                self.client.fail_task(
+                    task.session_id, task.task_id, task.lease_id, repr(error)
+                )
             except Exception as failure:
                 logger.warning(
-                    "worker %s could not fail task %s: %s", self.worker_id, task.task_id, failure
+                    "worker %s could not fail task %s: %s",
+                    self.worker_id,
+                    task.task_id,
+                    failure,
                 )
 
     def _read_inputs(self, task: Any) -> tuple[dict[str, Any], dict[str, ContentCheck]]:
@@ -128,8 +139,12 @@ class ReplayWorker:
         payload_info, *infos = self.client.open_downloads(
             task.session_id, [task.payload_id, *dependencies]
         )
-        payload = json.loads(b"".join(bytes(b) for b in self.client.iter_download(payload_info)))
-        file_of = {result_id: file_id for file_id, (result_id, _) in payload["inputs"].items()}
+        payload = json.loads(
+            b"".join(bytes(b) for b in self.client.iter_download(payload_info))
+        )
+        file_of = {
+            result_id: file_id for file_id, (result_id, _) in payload["inputs"].items()
+        }
         size_of = {file_id: size for file_id, (_, size) in payload["inputs"].items()}
 
         checks: dict[str, ContentCheck] = {}
@@ -156,7 +171,7 @@ class ReplayWorker:
         self.client.complete_task(task.session_id, task.task_id, task.lease_id, inline)
 
     def stop(self) -> tuple[list[TaskRun], list[str], int]:
-        """Stop after the task in progress; return the runs, errors and bytes written."""
+        """Stop after the current task; return the runs, errors and bytes written."""
         self.stopping.set()
         self.thread.join(timeout=60)
         self.client.close()

@@ -98,7 +98,7 @@ class ResultsShard:
     def find_all(
         self, session_id: str, result_ids: Iterable[str]
     ) -> list[ResultRecord]:
-        """Return results of the session; raise NotFoundError naming every missing id."""
+        """Return results of the session, or raise NotFoundError naming each missing."""
         found: list[ResultRecord] = []
         missing: list[str] = []
         for result_id in result_ids:
@@ -186,9 +186,10 @@ class ResultsShard:
     ) -> tuple[list[ResultRecord], dict[str, list[str]]]:
         """Complete results with their stored data, all or none.
 
-        `completions` contains (result_id, opaque_id, size) triples. With `owner_task_id`, each
-        result must be owned by that task. Returns the completed records and, for
-        each, the tasks that were waiting on it; those tasks are forgotten here.
+        `completions` contains (result_id, opaque_id, size) triples. With
+        `owner_task_id`, each result must be owned by that task. Returns the
+        completed records and, for each, the tasks that were waiting on it. The shard
+        forgets those tasks.
         """
         ids = [result_id for result_id, _, _ in completions]
         reject_repeated_ids(ids, "completion")

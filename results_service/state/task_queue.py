@@ -124,7 +124,7 @@ class QueueState:
         return moved
 
     def resume_session(self, session_id: str) -> list[str]:
-        """Queue the session's parked tasks again, in arrival order; return their ids."""
+        """Queue the session's parked tasks again in arrival order; return their ids."""
         self.paused_sessions.discard(session_id)
         parked = self.parked.pop(session_id, {})
         for message in parked.values():

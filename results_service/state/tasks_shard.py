@@ -141,9 +141,9 @@ class TasksShard:
     ) -> list[QueuedTask]:
         """Remove completed results from tasks' remaining dependencies.
 
-        `removals` contains (task_id, result_ids) pairs; unknown tasks are skipped, since a
-        submission may have been rolled back. Tasks in `finalize` finished their
-        submission and go from CREATING to PENDING. Returns the tasks that became
+        `removals` contains (task_id, result_ids) pairs. Unknown tasks are skipped,
+        because a submission may have been rolled back. Tasks in `finalize` finished
+        their submission and go from CREATING to PENDING. Returns the tasks that became
         ready in this call, each claimed so that no other call returns it.
         """
         touched: list[TaskRecord] = []
@@ -253,9 +253,9 @@ class TasksShard:
         record = self.find(session_id, task_id)
         if record.status not in RUNNING_TASK_STATUSES or record.lease_id != lease_id:
             raise FailedPreconditionError(
-                f"task {task_id} is {record.status.name} and lease {lease_id} is not its "
-                "current lease; the lease expired or the task was cancelled, so stop "
-                "working on it",
+                f"task {task_id} is {record.status.name} and lease {lease_id} is not "
+                "its current lease; the lease expired or the task was cancelled, so "
+                "stop working on it",
                 (task_id, lease_id),
             )
         return record
@@ -388,8 +388,12 @@ class TasksShard:
                 record.dispatched_at is not None
                 and now - record.dispatched_at > record.options.max_duration
             )
-            lease_expired = record.lease_expires_at is not None and record.lease_expires_at < now
-            out_of_leases = lease_expired and record.expirations >= record.options.max_retries
+            lease_expired = (
+                record.lease_expires_at is not None and record.lease_expires_at < now
+            )
+            out_of_leases = (
+                lease_expired and record.expirations >= record.options.max_retries
+            )
             if not (over_duration or out_of_leases):
                 continue
             reason = (
@@ -398,7 +402,9 @@ class TasksShard:
                 else f"lost its lease {record.expirations + 1} times"
             )
             logger.warning("task %s timed out: it %s", record.task_id, reason)
-            objects.extend(stored[0] for stored in self.staged.pop(record.task_id, {}).values())
+            objects.extend(
+                stored[0] for stored in self.staged.pop(record.task_id, {}).values()
+            )
             self.end(record.task_id, TaskStatus.TIMEOUT, f"the task {reason}")
             ended.append(record)
         return ended, objects
@@ -417,7 +423,7 @@ class TasksShard:
                 and record.lease_expires_at < now
             ):
                 logger.warning(
-                    "lease %s of task %s held by worker %s expired; requeueing the task",
+                    "lease %s of task %s held by worker %s expired; requeueing it",
                     record.lease_id,
                     record.task_id,
                     record.worker_id,

@@ -74,7 +74,9 @@ def test_replay_with_imported_inputs_on_s3(services: Any, s3_settings: Any) -> N
 def test_replay_detects_skipped_download(replay_client: Any) -> None:
     options = ReplayOptions(scale=1.0, workers=1, fault="skip-download")
 
-    report = run_replay(replay_client, replay_client.settings, builtin_workflow(), options)
+    report = run_replay(
+        replay_client, replay_client.settings, builtin_workflow(), options
+    )
 
     kinds = {violation.kind for violation in report.violations}
     assert ViolationKind.INPUT_NOT_DOWNLOADED in kinds

@@ -723,7 +723,6 @@ def test_list_filters_by_status(shard: TasksShard) -> None:
     assert [r.task_id for r in page] == ["t1", "t3"]
 
 
-
 def test_time_out_after_max_duration(shard: TasksShard) -> None:
     record = task("t1", max_retries=1)
     record.options = TaskOptions(partition_id="default", max_duration=5.0)
