@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from actors import actor_name
@@ -30,6 +30,10 @@ from results_service.state.sessions import require_data_accepted
 logger = logging.getLogger(__name__)
 
 
+async def no_check() -> None:
+    """Stand in for a check that does not apply, in a parallel gather."""
+
+
 async def open_upload(
     bp: Backplane,
     session_id: str,
@@ -44,18 +48,21 @@ async def open_upload(
     """
     validation.check_id(session_id, "session_id", bp.limits)
     validation.check_id(result_id, "result_id", bp.limits)
-    session_check = bp.session(session_id)
-    result_check = call(
-        bp.results_shard(result_id).check_writable.remote(session_id, [result_id])
-    )
-    task_check: Awaitable[Any] = asyncio.sleep(0)
     is_output = task_id is not None or lease_id is not None
     if is_output:
         validation.check_id(task_id, "task_id", bp.limits)
         validation.check_id(lease_id, "lease_id", bp.limits)
+
+    session_check = bp.session(session_id)
+    result_check = call(
+        bp.results_shard(result_id).check_writable.remote(session_id, [result_id])
+    )
+    if is_output:
         task_check = call(
             bp.tasks_shard(task_id).check_lease.remote(session_id, task_id, lease_id)
         )
+    else:
+        task_check = no_check()
 
     # The checks read different actors, so they run in parallel. Their errors are
     # raised in the order of a sequential check: session, task, then result.
