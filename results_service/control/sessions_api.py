@@ -159,7 +159,13 @@ async def delete_session(bp: Backplane, session_id: str) -> None:
     await call(bp.actors.sessions.move.remote(session_id, SessionStatus.DELETED))
     if record.status != SessionStatus.PURGED:
         await delete_stored_data(bp, session_id)
-    await call(bp.actors.queue.remove_session.remote(session_id))
-    await gather(shard.delete_session.remote(session_id) for shard in bp.actors.tasks)
-    await gather(shard.delete_session.remote(session_id) for shard in bp.actors.results)
+    # The queue and the shards hold separate parts of the session, so they are
+    # cleared in parallel; the session record goes last.
+    await gather(
+        [
+            bp.actors.queue.remove_session.remote(session_id),
+            *(shard.delete_session.remote(session_id) for shard in bp.actors.tasks),
+            *(shard.delete_session.remote(session_id) for shard in bp.actors.results),
+        ]
+    )
     await call(bp.actors.sessions.delete.remote(session_id))
