@@ -794,7 +794,7 @@ def test_import_results_data_empty_list_returns_empty(
     assert client.import_results_data(session_id, []) == []
 
 
-def test_import_results_data_result_of_another_session_not_found(
+def test_import_other_session_result_not_found(
     client: Any,
 ) -> None:
     owner = client.create_session()
