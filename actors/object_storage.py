@@ -275,15 +275,14 @@ class ObjectStorage:
 
     # Objects
 
-    async def sizes(self, opaque_ids: Sequence[bytes]) -> dict[bytes, int | None]:
-        return await asyncio.to_thread(self.backend.sizes, opaque_ids)
-
     async def delete(self, opaque_ids: Sequence[bytes]) -> None:
         if opaque_ids:
             await asyncio.to_thread(self.backend.delete, opaque_ids)
 
-    def validate_import_ids(self, opaque_ids: Sequence[bytes]) -> list[bytes]:
-        return [self.backend.validate_import_id(opaque_id) for opaque_id in opaque_ids]
+    async def inspect_imports(
+        self, opaque_ids: Sequence[bytes]
+    ) -> list[tuple[bytes, int | None]]:
+        return await asyncio.to_thread(self.backend.inspect_imports, opaque_ids)
 
     async def list_ids(self, prefix: str = "") -> list[bytes]:
         return await asyncio.to_thread(self.backend.list_ids, prefix)

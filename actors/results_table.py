@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import ray
 
 from results_service import filters
-from results_service.records import ResultRecord, StatusChange
+from results_service.records import RecordList, ResultRecord, StatusChange
 from results_service.settings import ServiceSettings
 from results_service.state.results_shard import ResultsShard
 
@@ -49,12 +49,12 @@ class ResultsTable:
     def get_many(
         self, session_id: str | None, result_ids: Sequence[str]
     ) -> list[ResultRecord]:
-        return self.state.get_many(session_id, result_ids)
+        return RecordList(self.state.get_many(session_id, result_ids))
 
     def find_all(
         self, session_id: str, result_ids: Sequence[str]
     ) -> list[ResultRecord]:
-        return self.state.find_all(session_id, result_ids)
+        return RecordList(self.state.find_all(session_id, result_ids))
 
     def check_writable(self, session_id: str, result_ids: Sequence[str]) -> None:
         self.state.check_writable(session_id, result_ids)
@@ -65,9 +65,11 @@ class ResultsTable:
         completions: Sequence[tuple[str, bytes, int]],
         owner_task_id: str | None = None,
     ) -> tuple[list[ResultRecord], dict[str, list[str]]]:
-        outcome = self.state.complete(session_id, completions, owner_task_id)
+        records, dependents = self.state.complete(
+            session_id, completions, owner_task_id
+        )
         self._notify()
-        return outcome
+        return RecordList(records), dependents
 
     def delete_data(
         self, session_id: str, result_ids: Sequence[str]
@@ -125,7 +127,8 @@ class ResultsTable:
         session_id: str | None = None,
     ) -> tuple[int, list[ResultRecord]]:
         predicate = filters.compile_filters(filter_groups, filters.RESULT_FIELDS)
-        return self.state.list(predicate, sort, limit, session_id)
+        total, records = self.state.list(predicate, sort, limit, session_id)
+        return total, RecordList(records)
 
     def snapshot(self, result_ids: Sequence[str]) -> tuple[int, list[StatusChange]]:
         return self.state.snapshot(result_ids)

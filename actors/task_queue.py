@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import ray
 
-from results_service.records import QueuedTask
+from results_service.records import QueuedTask, RecordList
 from results_service.settings import ServiceSettings
 from results_service.state.task_queue import QueueState
 
@@ -46,7 +46,7 @@ class TaskQueue:
         """Take up to `count` tasks, waiting up to `wait_seconds` for the first."""
         taken = self.state.pop(partition_id, count)
         if taken or wait_seconds <= 0:
-            return taken
+            return RecordList(taken)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         while not taken:
@@ -59,13 +59,13 @@ class TaskQueue:
             except TimeoutError:
                 pass
             taken = self.state.pop(partition_id, count)
-        return taken
+        return RecordList(taken)
 
     def size(self, partition_id: str) -> int:
         return self.state.size(partition_id)
 
     def contents(self, partition_id: str) -> list[QueuedTask]:
-        return self.state.contents(partition_id)
+        return RecordList(self.state.contents(partition_id))
 
     def parked(self, session_id: str) -> list[str]:
         return list(self.state.parked.get(session_id, {}))

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 import ray
 
 from results_service import filters
-from results_service.records import QueuedTask, TaskRecord, TaskStatus
+from results_service.records import QueuedTask, RecordList, TaskRecord, TaskStatus
 from results_service.settings import ServiceSettings
 from results_service.state.tasks_shard import Ending, Lease, TasksShard
 
@@ -37,7 +37,7 @@ class TasksTable:
     def get_many(
         self, session_id: str | None, task_ids: Sequence[str]
     ) -> list[TaskRecord]:
-        return self.state.get_many(session_id, task_ids)
+        return RecordList(self.state.get_many(session_id, task_ids))
 
     def find(self, session_id: str, task_id: str) -> TaskRecord:
         return self.state.find(session_id, task_id)
@@ -47,7 +47,7 @@ class TasksTable:
         removals: Iterable[tuple[str, Sequence[str]]],
         finalize: Sequence[str] = (),
     ) -> list[QueuedTask]:
-        return self.state.remove_dependencies(removals, finalize)
+        return RecordList(self.state.remove_dependencies(removals, finalize))
 
     def mark_queued(self, submitted: Sequence[str], paused: Sequence[str]) -> list[str]:
         return self.state.mark_queued(submitted, paused)
@@ -129,7 +129,8 @@ class TasksTable:
         session_id: str | None = None,
     ) -> tuple[int, list[TaskRecord]]:
         predicate = filters.compile_filters(filter_groups, filters.TASK_FIELDS)
-        return self.state.list(predicate, sort, limit, session_id)
+        total, records = self.state.list(predicate, sort, limit, session_id)
+        return total, RecordList(records)
 
     def count(self) -> int:
         return len(self.state.tasks)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable
@@ -12,8 +12,14 @@ T = TypeVar("T")
 
 
 def new_id() -> str:
-    """Return a new random id: 32 lowercase hex digits."""
-    return uuid.uuid4().hex
+    """Return a new random id: 32 lowercase hex digits, 128 random bits."""
+    return os.urandom(16).hex()
+
+
+def new_ids(count: int) -> list[str]:
+    """Return `count` new random ids from one read of the random source."""
+    digits = os.urandom(16 * count).hex()
+    return [digits[start : start + 32] for start in range(0, 32 * count, 32)]
 
 
 def shard_of(record_id: str, shards: int) -> int:

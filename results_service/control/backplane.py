@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from actors import ServiceActors
 from results_service.errors import ServiceError, unwrap_ray_error
 from results_service.ids import group_by_shard, group_items_by_shard, shard_of
-from results_service.records import QueuedTask, SessionRecord
+from results_service.records import QueuedTask, RecordList, SessionRecord
 from results_service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class Backplane:
         PAUSED when the queue parked them for a paused session."""
         if not ready:
             return
-        ordered = sorted(ready, key=lambda message: -message.priority)
+        ordered = RecordList(sorted(ready, key=lambda message: -message.priority))
         queued, parked = await call(self.actors.queue.push.remote(ordered))
         submitted_groups = self.tasks_groups(queued)
         parked_groups = self.tasks_groups(parked)

@@ -15,9 +15,10 @@ from results_service.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from results_service.ids import new_id, object_key
+from results_service.ids import new_ids, object_key
 from results_service.records import (
     Page,
+    RecordList,
     ResultCreate,
     ResultRecord,
     ResultStatus,
@@ -73,7 +74,9 @@ async def insert_results(bp: Backplane, records: Sequence[ResultRecord]) -> None
     groups = bp.results_pairs((record.result_id, record) for record in records)
     try:
         await gather(
-            bp.actors.results[shard].insert.remote([record for _, record in pairs])
+            bp.actors.results[shard].insert.remote(
+                RecordList(record for _, record in pairs)
+            )
             for shard, pairs in groups.items()
         )
     except BaseException:
@@ -95,17 +98,17 @@ async def create_results_metadata(
     require_submissions_open(await bp.session(session_id))
 
     now = time.time()
-    records = [
+    records = RecordList(
         ResultRecord(
             session_id=session_id,
             name=create.name,
-            result_id=new_id(),
+            result_id=result_id,
             status=ResultStatus.CREATED,
             created_at=now,
             manual_deletion=create.manual_deletion,
         )
-        for create in creates
-    ]
+        for create, result_id in zip(creates, new_ids(len(creates)), strict=True)
+    )
     await insert_results(bp, records)
     logger.debug("created %d results in session %s", len(records), session_id)
     return records
@@ -133,11 +136,11 @@ async def create_results(
         )
     )
     now = time.time()
-    records = [
+    records = RecordList(
         ResultRecord(
             session_id=session_id,
             name=create.name,
-            result_id=new_id(),
+            result_id=result_id,
             status=ResultStatus.COMPLETED,
             owner_task_id=session_id,
             created_at=now,
@@ -146,8 +149,10 @@ async def create_results(
             opaque_id=opaque_id,
             manual_deletion=create.manual_deletion,
         )
-        for create, (opaque_id, size) in zip(creates, stored, strict=True)
-    ]
+        for create, result_id, (opaque_id, size) in zip(
+            creates, new_ids(len(creates)), stored, strict=True
+        )
+    )
     try:
         await insert_results(bp, records)
     except BaseException:
@@ -192,7 +197,7 @@ async def complete_and_resolve(
     await bp.resolve(waiting)
     if error is not None:
         raise error
-    return [completed[result_id] for result_id, _, _ in completions]
+    return RecordList(completed[result_id] for result_id, _, _ in completions)
 
 
 async def objects_not_held(
@@ -259,18 +264,30 @@ async def import_results_data(
         result_ids.append(result_id)
         opaque_ids.append(opaque_id)
     validation.check_ids(result_ids, "result ids to import", bp.limits)
-    require_data_accepted(await bp.session(session_id))
 
-    normalized = await call(bp.actors.storage.validate_import_ids.remote(opaque_ids))
+    # The three reads are independent, so they run in parallel. Their errors are
+    # raised in the order of a sequential check: session, opaque ids, results.
+    session, inspected, records = await asyncio.gather(
+        bp.session(session_id),
+        call(bp.actors.storage.inspect_imports.remote(opaque_ids)),
+        bp.find_results(session_id, result_ids),
+        return_exceptions=True,
+    )
+    if isinstance(session, BaseException):
+        raise session
+    require_data_accepted(session)
+    if isinstance(inspected, BaseException):
+        raise inspected
+    normalized = [opaque_id for opaque_id, _ in inspected]
+    sizes = dict(inspected)
     for opaque_id in normalized:
         check_not_service_object(opaque_id)
-    records, sizes, holders = await asyncio.gather(
-        bp.find_results(session_id, result_ids),
-        call(bp.actors.storage.sizes.remote(normalized)),
-        gather(
-            shard.holders_of.remote(list(dict.fromkeys(normalized)))
-            for shard in bp.actors.results
-        ),
+    if isinstance(records, BaseException):
+        raise records
+
+    holders = await gather(
+        shard.holders_of.remote(list(dict.fromkeys(normalized)))
+        for shard in bp.actors.results
     )
     # NOTE: two sessions importing one object at the same moment both pass this
     # check, because the holders are read before either import completes.

@@ -28,6 +28,8 @@ from results_service.errors import InvalidArgumentError, NotFoundError, unwrap_r
 from results_service.ids import new_id
 from results_service.records import (
     Page,
+    RecordList,
+    SessionRecord,
     TaskDefinition,
     TaskInfo,
     TaskOptions,
@@ -102,14 +104,16 @@ async def submit_tasks(
 
     now = time.time()
     records = []
+    # Tasks without options of their own share one TaskOptions object, which
+    # saves memory in the shards and pickles once per call.
+    shared_options: TaskOptions | None = None
     for index, definition in enumerate(parsed):
-        options = validation.merge_task_options(
-            session.default_task_options, task_options, definition.options
-        )
-        if not options.partition_id:
-            options = dataclasses.replace(
-                options, partition_id=session.partition_ids[0]
-            )
+        if definition.options is None and shared_options is not None:
+            options = shared_options
+        else:
+            options = merged_options(session, task_options, definition.options)
+        if definition.options is None:
+            shared_options = options
         if options.partition_id not in session.partition_ids:
             raise InvalidArgumentError(
                 f"partition {options.partition_id!r} of task {index} is not one of "
@@ -171,10 +175,24 @@ async def submit_tasks(
     ready.sort(key=lambda message: position[message.task_id])
     await bp.enqueue(ready)
     logger.debug("submitted %d tasks in session %s", len(records), session_id)
-    return [
+    return RecordList(
         TaskInfo(r.task_id, r.payload_id, r.data_dependencies, r.expected_output_ids)
         for r in records
-    ]
+    )
+
+
+def merged_options(
+    session: SessionRecord,
+    request_options: dict[str, Any] | TaskOptions | None,
+    task_options: dict[str, Any] | None,
+) -> TaskOptions:
+    """Merge a task's options over the request's and the session's defaults."""
+    options = validation.merge_task_options(
+        session.default_task_options, request_options, task_options
+    )
+    if not options.partition_id:
+        options = dataclasses.replace(options, partition_id=session.partition_ids[0])
+    return options
 
 
 async def claim_outputs(
@@ -225,7 +243,9 @@ async def insert_tasks(bp: Backplane, records: list[TaskRecord]) -> None:
     groups = bp.tasks_pairs((record.task_id, record) for record in records)
     try:
         await gather(
-            bp.actors.tasks[shard].insert.remote([record for _, record in pairs])
+            bp.actors.tasks[shard].insert.remote(
+                RecordList(record for _, record in pairs)
+            )
             for shard, pairs in groups.items()
         )
     except BaseException:

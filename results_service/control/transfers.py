@@ -24,7 +24,12 @@ from results_service.control.results_api import (
 )
 from results_service.errors import FailedPreconditionError, InvalidArgumentError
 from results_service.ids import object_key
-from results_service.records import DownloadInfo, ResultRecord, ResultStatus
+from results_service.records import (
+    DownloadInfo,
+    RecordList,
+    ResultRecord,
+    ResultStatus,
+)
 from results_service.state.sessions import require_data_accepted
 
 logger = logging.getLogger(__name__)
@@ -189,7 +194,7 @@ async def open_downloads(
             [(record.opaque_id, record.size) for record in records], inline_max
         )
     )
-    return [
+    return RecordList(
         DownloadInfo(
             token=token,
             size=record.size,
@@ -201,7 +206,7 @@ async def open_downloads(
             data=data,
         )
         for record, (token, data) in zip(records, opened, strict=True)
-    ]
+    )
 
 
 def check_has_data(record: ResultRecord) -> None:

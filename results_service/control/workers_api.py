@@ -18,7 +18,13 @@ from results_service.control.results_api import (
 )
 from results_service.errors import InvalidArgumentError
 from results_service.ids import object_key
-from results_service.records import AcquiredTask, QueuedTask, TaskRecord, TaskStatus
+from results_service.records import (
+    AcquiredTask,
+    QueuedTask,
+    RecordList,
+    TaskRecord,
+    TaskStatus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +61,11 @@ async def acquire_tasks(
     groups = bp.tasks_pairs((message.task_id, message) for message in messages)
     granted = await gather(
         bp.actors.tasks[shard].dispatch.remote(
-            [message for _, message in pairs], worker_id
+            RecordList(message for _, message in pairs), worker_id
         )
         for shard, pairs in groups.items()
     )
-    return [
+    return RecordList(
         AcquiredTask(
             task_id=record.task_id,
             session_id=record.session_id,
@@ -73,7 +79,7 @@ async def acquire_tasks(
         )
         for pairs in granted
         for record, lease in pairs
-    ]
+    )
 
 
 def _check_lease_ids(

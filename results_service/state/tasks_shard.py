@@ -28,12 +28,14 @@ from results_service.records import (
     QueuedTask,
     TaskRecord,
     TaskStatus,
+    pickled_as_row,
 )
 from results_service.transitions import move_task
 
 logger = logging.getLogger(__name__)
 
 
+@pickled_as_row
 @dataclasses.dataclass(frozen=True, slots=True)
 class Lease:
     """A worker's hold on a dispatched task; completions must present its id."""
@@ -44,6 +46,7 @@ class Lease:
     expires_at: float
 
 
+@pickled_as_row
 @dataclasses.dataclass(frozen=True, slots=True)
 class Ending:
     """Outcome of a finished or failed task, for the control plane to act on.

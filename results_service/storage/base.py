@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
 
@@ -82,6 +82,15 @@ class StorageBackend(abc.ABC):
         """Return the normalized id, or raise InvalidArgumentError for an id outside
         the root: absolute paths, `..`, symbolic links out of the root, URL schemes
         and other buckets."""
+
+    def inspect_imports(
+        self, opaque_ids: Sequence[bytes]
+    ) -> list[tuple[bytes, int | None]]:
+        """Return each id normalized with the size of its object, or None when the
+        object does not exist; raise as validate_import_id does."""
+        normalized = [self.validate_import_id(opaque_id) for opaque_id in opaque_ids]
+        sizes = self.sizes(normalized)
+        return [(opaque_id, sizes[opaque_id]) for opaque_id in normalized]
 
     @abc.abstractmethod
     def list_ids(self, prefix: str = "") -> list[bytes]:

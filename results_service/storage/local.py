@@ -12,7 +12,7 @@ import logging
 import os
 import stat
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import BinaryIO
 
 import pyarrow as pa
@@ -187,20 +187,47 @@ class LocalBackend(StorageBackend):
             os.close(fd)
 
     def sizes(self, opaque_ids: Iterable[bytes]) -> dict[bytes, int | None]:
-        found: dict[bytes, int | None] = {}
+        return {
+            opaque_id: _file_size(self._resolve(opaque_id), opaque_id)
+            for opaque_id in opaque_ids
+        }
+
+    def inspect_imports(
+        self, opaque_ids: Sequence[bytes]
+    ) -> list[tuple[bytes, int | None]]:
+        # os.path.realpath costs an lstat per path component, so each directory is
+        # resolved once per call and each file costs one lstat. Only a file that
+        # is itself a symbolic link gets a realpath of its own.
+        real_directories: dict[str, str] = {}
+        inspected = []
         for opaque_id in opaque_ids:
-            path = self._resolve(opaque_id)
+            key = self._checked_key(opaque_id)
+            normalized = key.encode("utf-8")
+            path = os.path.join(self.root, *key.split("/"))
+            directory, name = os.path.split(path)
+            if directory not in real_directories:
+                real_directories[directory] = os.path.realpath(directory)
             try:
-                info = os.stat(path)
+                info: os.stat_result | None = os.lstat(path)
             except _MISSING_ERRORS:
-                found[opaque_id] = None
-                continue
+                info = None
             except OSError as error:
-                key = describe_id(opaque_id)
-                action = f"reading the size of object {key!r}"
-                raise map_os_error(error, action, key) from error
-            found[opaque_id] = info.st_size if stat.S_ISREG(info.st_mode) else None
-        return found
+                key_text = describe_id(opaque_id)
+                action = f"reading the size of object {key_text!r}"
+                raise map_os_error(error, action, key_text) from error
+
+            if info is not None and stat.S_ISLNK(info.st_mode):
+                if not self._is_inside_root(path):
+                    raise _escape_error(opaque_id)
+                size = _file_size(path, normalized)
+            else:
+                real = os.path.join(real_directories[directory], name)
+                if not self._is_real_path_inside_root(real):
+                    raise _escape_error(opaque_id)
+                regular = info is not None and stat.S_ISREG(info.st_mode)
+                size = info.st_size if info is not None and regular else None
+            inspected.append((normalized, size))
+        return inspected
 
     def delete(self, opaque_ids: Iterable[bytes]) -> None:
         for opaque_id in opaque_ids:
@@ -255,17 +282,16 @@ class LocalBackend(StorageBackend):
         key = self._checked_key(opaque_id)
         path = os.path.join(self.root, *key.split("/"))
         if not self._is_inside_root(path):
-            id_text = describe_id(opaque_id)
-            raise InvalidArgumentError(
-                f"opaque id {id_text!r} is invalid: a symbolic link in it leads "
-                "outside the storage root; give the key of a file inside the root",
-                (id_text,),
-            )
+            raise _escape_error(opaque_id)
         return key, path
 
     def _is_inside_root(self, path: str) -> bool:
-        real = os.path.realpath(path)
-        return os.path.commonpath([real, self._real_root]) == self._real_root
+        return self._is_real_path_inside_root(os.path.realpath(path))
+
+    def _is_real_path_inside_root(self, real: str) -> bool:
+        """Tell whether a path that realpath returned lies under the real root."""
+        root = self._real_root
+        return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
     def _resolve(self, opaque_id: bytes) -> str:
         return self._resolve_key(opaque_id)[1]
@@ -282,12 +308,33 @@ class LocalBackend(StorageBackend):
             directory = os.path.dirname(directory)
 
 
+def _escape_error(opaque_id: bytes) -> InvalidArgumentError:
+    id_text = describe_id(opaque_id)
+    return InvalidArgumentError(
+        f"opaque id {id_text!r} is invalid: a symbolic link in it leads "
+        "outside the storage root; give the key of a file inside the root",
+        (id_text,),
+    )
+
+
 def _not_found(key: str) -> NotFoundError:
     return NotFoundError(
         f"object {key!r} not found in the storage directory; check the opaque id, "
         "or whether the data was deleted",
         (key,),
     )
+
+
+def _file_size(path: str, opaque_id: bytes) -> int | None:
+    """Return the size of a regular file, or None when there is none at `path`."""
+    try:
+        info = os.stat(path)
+    except _MISSING_ERRORS:
+        return None
+    except OSError as error:
+        key = describe_id(opaque_id)
+        raise map_os_error(error, f"reading the size of object {key!r}", key) from error
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
 def _regular_file_size(fd: int) -> int | None:

@@ -378,6 +378,41 @@ def test_dangling_symlink_outside_rejected(
         backend.validate_import_id(b"dangling")
 
 
+def test_inspect_imports_through_escaping_symlink_rejected(
+    backend: LocalBackend, root: Path, outside: Path
+) -> None:
+    (root / "link").symlink_to(outside, target_is_directory=True)
+
+    with pytest.raises(InvalidArgumentError, match="symbolic link"):
+        backend.inspect_imports([b"link/secret"])
+
+
+def test_inspect_imports_through_symlinked_file_rejected(
+    backend: LocalBackend, root: Path, outside: Path
+) -> None:
+    (root / "imports").mkdir()
+    (root / "imports" / "secret").symlink_to(outside / "secret")
+    (root / "dangling").symlink_to(outside / "not-yet")
+
+    with pytest.raises(InvalidArgumentError, match="symbolic link"):
+        backend.inspect_imports([b"imports/secret"])
+    with pytest.raises(InvalidArgumentError, match="symbolic link"):
+        backend.inspect_imports([b"dangling"])
+
+
+def test_inspect_imports_follows_links_inside_root(
+    backend: LocalBackend, root: Path
+) -> None:
+    (root / "real").mkdir()
+    (root / "real" / "data.bin").write_bytes(b"12345")
+    (root / "alias").symlink_to(root / "real", target_is_directory=True)
+    (root / "file-link").symlink_to(root / "real" / "data.bin")
+
+    inspected = backend.inspect_imports([b"alias/data.bin", b"file-link"])
+
+    assert inspected == [(b"alias/data.bin", 5), (b"file-link", 5)]
+
+
 def test_read_through_escaping_symlink_rejected(
     backend: LocalBackend, root: Path, outside: Path
 ) -> None:
@@ -428,6 +463,29 @@ def test_imported_file_readable(backend: LocalBackend, root: Path) -> None:
 
     assert backend.sizes([opaque_id]) == {opaque_id: 8}
     assert backend.read_range(opaque_id, 0, 100).to_pybytes() == b"imported"
+
+
+def test_inspect_imports_normalizes_and_sizes(
+    backend: LocalBackend, root: Path
+) -> None:
+    (root / "imports").mkdir()
+    (root / "imports" / "data.bin").write_bytes(b"imported")
+    (root / "imports" / "folder").mkdir()
+
+    inspected = backend.inspect_imports(
+        [b"./imports/data.bin", b"imports/missing", b"imports/folder"]
+    )
+
+    assert inspected == [
+        (b"imports/data.bin", 8),
+        (b"imports/missing", None),
+        (b"imports/folder", None),
+    ]
+
+
+def test_inspect_imports_rejects_parent_key(backend: LocalBackend) -> None:
+    with pytest.raises(InvalidArgumentError, match="invalid"):
+        backend.inspect_imports([b"kept", b"../secret"])
 
 
 def test_open_writer_with_parent_key_rejected(backend: LocalBackend) -> None:

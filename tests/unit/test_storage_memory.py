@@ -196,6 +196,19 @@ def test_validate_import_id_strips_dot_segments(backend: MemoryBackend) -> None:
     assert backend.validate_import_id(b"./imports/./data.bin") == b"imports/data.bin"
 
 
+def test_inspect_imports_normalizes_and_sizes(backend: MemoryBackend) -> None:
+    backend.put("imports/data.bin", b"imported")
+
+    inspected = backend.inspect_imports([b"./imports/data.bin", b"imports/missing"])
+
+    assert inspected == [(b"imports/data.bin", 8), (b"imports/missing", None)]
+
+
+def test_inspect_imports_rejects_parent_key(backend: MemoryBackend) -> None:
+    with pytest.raises(InvalidArgumentError, match="invalid"):
+        backend.inspect_imports([b"../secret"])
+
+
 def test_concurrent_writers_keep_every_object(backend: MemoryBackend) -> None:
     def write_objects(thread: int) -> None:
         for index in range(50):
