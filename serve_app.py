@@ -95,6 +95,7 @@ class ControlPlane:
             max_page_size=limits.max_page_size,
             max_name_length=limits.max_name_length,
             partitions=self.settings.partitions,
+            inline_upload_max_size=transfers.INLINE_UPLOAD_BYTES,
         )
 
     # Sessions
@@ -205,6 +206,18 @@ class ControlPlane:
     ) -> str:
         return await transfers.open_upload(
             self.bp, session_id, result_id, task_id, lease_id
+        )
+
+    async def upload_inline(
+        self,
+        session_id: str,
+        result_id: str,
+        data: bytes,
+        task_id: str | None = None,
+        lease_id: str | None = None,
+    ) -> ResultRecord | None:
+        return await transfers.upload_inline(
+            self.bp, session_id, result_id, data, task_id, lease_id
         )
 
     async def write_upload(self, upload_id: str, chunks: list[Any]) -> int:

@@ -4,15 +4,17 @@ On an idle service, results are created and one task is submitted per result,
 depending on it, in two batch calls before each measure (untimed). Then, one
 result at a time, the script times:
 
-- upload: upload_result_data of a 1-byte result. The call returns after the
-  control plane queued the dependent task, so its duration is the latency to the
-  queue; after the loop, the queue is checked to hold every task;
+- upload: upload_result_data of a 1-byte result, which the client sends in one
+  upload_inline call. The call returns after the control plane queued the
+  dependent task, so its duration is the latency to the queue; after the loop,
+  the queue is checked to hold every task;
 - upload + acquire: the same upload followed by acquire_tasks, which returns the
   task to a worker: the latency to a worker, checked on every iteration;
 - import: import_results_data of one result, the one-call way to complete it.
 
-The upload's three control-plane calls (open_upload, write_upload, finish_upload)
-are also timed one by one. Baselines measured in the same run: a no-op call to a
+The three control-plane calls of a streamed upload (open_upload, write_upload,
+finish_upload), which data above the inline limit takes, are also timed one by
+one. Baselines measured in the same run: a no-op call to a
 bare Serve deployment through the same kind of client, a no-op call to the
 control plane, and a no-op call to a bare Ray actor. The CPU time that every Ray
 process spends per call is measured over each loop.
@@ -200,7 +202,7 @@ def main() -> int:
         )
         bench.drain(total)
 
-        # The upload's steps, as the client makes them, one call at a time.
+        # The steps of a streamed upload, one call at a time.
         def call(method: str, *args: Any) -> Any:
             return client._run(client.aio._call(method, *args))
 

@@ -359,7 +359,11 @@ class DownloadInfo:
 @pickled_as_row
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServiceConfiguration:
-    """Transfer settings clients follow, as get_service_configuration returns them."""
+    """Transfer settings clients follow, as get_service_configuration returns them.
+
+    inline_upload_max_size is the largest upload that fits in one upload_inline
+    call; 0 means that the service takes no inline uploads.
+    """
 
     data_chunk_max_size: int
     transfer_window_chunks: int
@@ -367,3 +371,4 @@ class ServiceConfiguration:
     max_page_size: int
     max_name_length: int
     partitions: tuple[str, ...]
+    inline_upload_max_size: int = 0

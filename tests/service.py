@@ -111,3 +111,18 @@ def client(services: ServiceFactory) -> Any:
 def session_id(client: Any) -> str:
     """A new RUNNING session of the default service."""
     return client.create_session()
+
+
+def rpc(client: Any, method: str, *args: Any) -> Any:
+    """Call a control-plane method directly, raising the service's own error."""
+    from results_service.errors import ServiceError, unwrap_ray_error
+
+    try:
+        return getattr(client.aio.handle, method).remote(*args).result()
+    except ServiceError as error:
+        raise unwrap_ray_error(error) from None
+
+
+def session_objects(client: Any, session_id: str) -> list[bytes]:
+    """Return the ids of the objects the service wrote for a session."""
+    return client.stored_ids(f"sessions/{session_id}/")

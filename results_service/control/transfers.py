@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+import pyarrow as pa
 
 from actors import actor_name
 from results_service import validation
@@ -34,9 +36,78 @@ from results_service.state.sessions import require_data_accepted
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 async def no_check() -> None:
     """Stand in for a check that does not apply, in a parallel gather."""
+
+
+# Data of at most this size can be uploaded in one upload_inline call.
+INLINE_UPLOAD_BYTES = 256 * 1024
+
+
+def check_upload_ids(
+    bp: Backplane,
+    session_id: str,
+    result_id: str,
+    task_id: str | None,
+    lease_id: str | None,
+) -> bool:
+    """Check the ids of an upload; return whether it is a task output."""
+    validation.check_id(session_id, "session_id", bp.limits)
+    validation.check_id(result_id, "result_id", bp.limits)
+    is_output = task_id is not None or lease_id is not None
+    if is_output:
+        validation.check_id(task_id, "task_id", bp.limits)
+        validation.check_id(lease_id, "lease_id", bp.limits)
+    return is_output
+
+
+async def check_upload_target(
+    bp: Backplane,
+    session_id: str,
+    result_id: str,
+    task_id: str | None,
+    lease_id: str | None,
+    alongside: Awaitable[T],
+) -> T:
+    """Check that the result takes data, while `alongside` runs, and return its value.
+
+    The checks read different actors, so they run in parallel with `alongside`.
+    Their errors are raised in the order of a sequential check: session, task,
+    then result, and before any error of `alongside`.
+    """
+    is_output = check_upload_ids(bp, session_id, result_id, task_id, lease_id)
+    session_check = bp.session(session_id)
+    result_check = call(
+        bp.results_shard(result_id).check_writable.remote(session_id, [result_id])
+    )
+    if is_output:
+        task_check = call(
+            bp.tasks_shard(task_id).check_lease.remote(session_id, task_id, lease_id)
+        )
+    else:
+        task_check = no_check()
+
+    session, task, writable, value = await asyncio.gather(
+        session_check, task_check, result_check, alongside, return_exceptions=True
+    )
+    if isinstance(session, BaseException):
+        raise session
+    require_data_accepted(session)
+    if isinstance(task, BaseException):
+        raise task
+    if is_output and result_id not in task.expected_output_ids:
+        raise FailedPreconditionError(
+            f"result {result_id} is not an expected output of task {task_id}",
+            (result_id, task_id),
+        )
+    if isinstance(writable, BaseException):
+        raise writable
+    if isinstance(value, BaseException):
+        raise value
+    return value
 
 
 async def open_upload(
@@ -51,42 +122,7 @@ async def open_upload(
     With a task and its lease, the data is a task output: it is staged on the task
     and the result completes only when the task completes.
     """
-    validation.check_id(session_id, "session_id", bp.limits)
-    validation.check_id(result_id, "result_id", bp.limits)
-    is_output = task_id is not None or lease_id is not None
-    if is_output:
-        validation.check_id(task_id, "task_id", bp.limits)
-        validation.check_id(lease_id, "lease_id", bp.limits)
-
-    session_check = bp.session(session_id)
-    result_check = call(
-        bp.results_shard(result_id).check_writable.remote(session_id, [result_id])
-    )
-    if is_output:
-        task_check = call(
-            bp.tasks_shard(task_id).check_lease.remote(session_id, task_id, lease_id)
-        )
-    else:
-        task_check = no_check()
-
-    # The checks read different actors, so they run in parallel. Their errors are
-    # raised in the order of a sequential check: session, task, then result.
-    session, task, writable = await asyncio.gather(
-        session_check, task_check, result_check, return_exceptions=True
-    )
-    if isinstance(session, BaseException):
-        raise session
-    require_data_accepted(session)
-    if isinstance(task, BaseException):
-        raise task
-    if is_output and result_id not in task.expected_output_ids:
-        raise FailedPreconditionError(
-            f"result {result_id} is not an expected output of task {task_id}",
-            (result_id, task_id),
-        )
-    if isinstance(writable, BaseException):
-        raise writable
-
+    await check_upload_target(bp, session_id, result_id, task_id, lease_id, no_check())
     context = {
         "session_id": session_id,
         "result_id": result_id,
@@ -95,6 +131,46 @@ async def open_upload(
     }
     return await call(
         bp.actors.storage.open_upload.remote(object_key(session_id), context)
+    )
+
+
+async def upload_inline(
+    bp: Backplane,
+    session_id: str,
+    result_id: str,
+    data: Any,
+    task_id: str | None = None,
+    lease_id: str | None = None,
+) -> ResultRecord | None:
+    """Write small data in one call, then complete the result as finish_upload does.
+
+    The object is written while the checks run, and deleted when a check fails.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview, pa.Buffer)):
+        raise InvalidArgumentError(
+            f"data of result {result_id!r} is {type(data).__name__}; give bytes",
+            (result_id,),
+        )
+    if len(data) > INLINE_UPLOAD_BYTES:
+        raise InvalidArgumentError(
+            f"upload_inline carries {len(data)} bytes; the limit is "
+            f"{INLINE_UPLOAD_BYTES}, so upload larger data with open_upload",
+            (result_id,),
+        )
+    check_upload_ids(bp, session_id, result_id, task_id, lease_id)
+    write = asyncio.ensure_future(
+        call(bp.actors.storage.put_many.remote([(object_key(session_id), data)]))
+    )
+    try:
+        ((opaque_id, size),) = await check_upload_target(
+            bp, session_id, result_id, task_id, lease_id, write
+        )
+    except BaseException:
+        if write.done() and not write.cancelled() and write.exception() is None:
+            await bp.delete_objects([opaque_id for opaque_id, _ in write.result()])
+        raise
+    return await commit_upload(
+        bp, session_id, result_id, task_id, lease_id, opaque_id, size
     )
 
 
@@ -126,18 +202,33 @@ async def finish_upload(bp: Backplane, upload_id: str) -> ResultRecord | None:
     context, opaque_id, size = await call(
         bp.actors.storage.commit_upload.remote(upload_id)
     )
-    session_id = context["session_id"]
-    result_id = context["result_id"]
-    task_id = context["task_id"]
+    return await commit_upload(
+        bp,
+        context["session_id"],
+        context["result_id"],
+        context["task_id"],
+        context["lease_id"],
+        opaque_id,
+        size,
+    )
+
+
+async def commit_upload(
+    bp: Backplane,
+    session_id: str,
+    result_id: str,
+    task_id: str | None,
+    lease_id: str | None,
+    opaque_id: bytes,
+    size: int,
+) -> ResultRecord | None:
+    """Complete the result with a written object and queue the tasks now ready, or
+    stage the object on its task when it is a task output."""
     try:
         if task_id is not None:
             previous = await call(
                 bp.tasks_shard(task_id).stage_output.remote(
-                    session_id,
-                    task_id,
-                    context["lease_id"],
-                    result_id,
-                    (opaque_id, size),
+                    session_id, task_id, lease_id, result_id, (opaque_id, size)
                 )
             )
             if previous:

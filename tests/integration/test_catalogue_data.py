@@ -67,6 +67,7 @@ from tests.s3_server import (
     SECRET_ACCESS_KEY,
     empty_bucket,
 )
+from tests.service import rpc, session_objects
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -74,14 +75,6 @@ SMALL_CHUNK = 64 * KiB
 IDLE_SECONDS = 2.0
 # Upper bound of the polls below; each condition is normally met within seconds.
 POLL_SECONDS = 60.0
-
-
-def rpc(client: Any, method: str, *args: Any) -> Any:
-    """Call a control-plane method directly, raising the service's own error."""
-    try:
-        return getattr(client.aio.handle, method).remote(*args).result()
-    except ServiceError as error:
-        raise unwrap_ray_error(error) from None
 
 
 def poll(condition: Callable[[], bool], seconds: float = POLL_SECONDS) -> bool:
@@ -115,10 +108,6 @@ def write_object(client: Any, data: bytes = b"", size: int | None = None) -> str
 def new_result(client: Any, session_id: str) -> str:
     (record,) = client.create_results_metadata(session_id, ["r"])
     return record.result_id
-
-
-def session_objects(client: Any, session_id: str) -> list[bytes]:
-    return client.stored_ids(f"sessions/{session_id}/")
 
 
 @pytest.fixture(scope="module")

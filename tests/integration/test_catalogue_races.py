@@ -34,8 +34,6 @@ import pytest
 
 from results_service.errors import (
     FailedPreconditionError,
-    ServiceError,
-    unwrap_ray_error,
 )
 from results_service.records import (
     ResultStatus,
@@ -43,6 +41,7 @@ from results_service.records import (
     TaskDefinition,
     TaskStatus,
 )
+from tests.service import rpc
 
 PARTITION = "race"
 RACE_ROUNDS = 40
@@ -57,14 +56,6 @@ WORKER = "catalogue-worker"
 def race_client(services: Any) -> Any:
     """A service of this module's own, with one partition."""
     return services.start(partitions=(PARTITION,))
-
-
-def rpc(client: Any, method: str, *args: Any) -> Any:
-    """Call a control-plane method directly, raising the service's own error."""
-    try:
-        return getattr(client.aio.handle, method).remote(*args).result()
-    except ServiceError as error:
-        raise unwrap_ray_error(error) from None
 
 
 def new_ids(client: Any, session_id: str, count: int) -> list[str]:

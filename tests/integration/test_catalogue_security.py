@@ -51,8 +51,6 @@ from results_service.errors import (
     InvalidArgumentError,
     NotFoundError,
     ResourceExhaustedError,
-    ServiceError,
-    unwrap_ray_error,
 )
 from results_service.records import (
     ResultCreate,
@@ -61,6 +59,7 @@ from results_service.records import (
     TaskStatus,
 )
 from results_service.settings import Limits
+from tests.service import rpc
 
 PARTITION = "secure"
 WORKER = "catalogue-worker"
@@ -87,14 +86,6 @@ def secure_client(services: Any) -> Any:
         data_chunk_max_size=CHUNK,
         transfer_window_chunks=WINDOW,
     )
-
-
-def rpc(client: Any, method: str, *args: Any) -> Any:
-    """Call a control-plane method directly, raising the service's own error."""
-    try:
-        return getattr(client.aio.handle, method).remote(*args).result()
-    except ServiceError as error:
-        raise unwrap_ray_error(error) from None
 
 
 def storage_root(client: Any) -> Path:

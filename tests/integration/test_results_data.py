@@ -43,17 +43,10 @@ from tests.s3_server import (
     SECRET_ACCESS_KEY,
     empty_bucket,
 )
+from tests.service import rpc, session_objects
 
 KiB = 1024
 MiB = 1024 * KiB
-
-
-def rpc(client: Any, method: str, *args: Any) -> Any:
-    """Call a control-plane method directly, raising the service's own error."""
-    try:
-        return getattr(client.aio.handle, method).remote(*args).result()
-    except ServiceError as error:
-        raise unwrap_ray_error(error) from None
 
 
 def storage_root(client: Any) -> Path:
@@ -70,10 +63,6 @@ def write_object(client: Any, data: bytes, folder: str = "imports") -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return key
-
-
-def session_objects(client: Any, session_id: str) -> list[bytes]:
-    return client.stored_ids(f"sessions/{session_id}/")
 
 
 def new_result(client: Any, session_id: str, **options: Any) -> str:

@@ -366,9 +366,7 @@ def test_watch_results_ends_at_once_when_all_final(
     assert [change.status for change in changes] == [ResultStatus.COMPLETED] * 2
 
 
-def test_watch_unknown_ids_end_after_first_batch(
-    client: Any, session_id: str
-) -> None:
+def test_watch_unknown_ids_end_after_first_batch(client: Any, session_id: str) -> None:
     changes = list(client.watch_results(session_id, ["unknown-1", "unknown-2"]))
 
     assert [change.status for change in changes] == [ResultStatus.NOTFOUND] * 2
