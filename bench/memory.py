@@ -39,6 +39,7 @@ from results_service.records import (
     TaskOptions,
     TaskRecord,
     TaskStatus,
+    remaining_ids,
 )
 from results_service.state.results_shard import ResultsShard
 from results_service.state.tasks_shard import TasksShard
@@ -115,14 +116,14 @@ def sample_records(
         data_dependencies=(gate,),
         expected_output_ids=(new_id(),),
         options=TaskOptions(partition_id="default"),
-        remaining={gate},
+        remaining=remaining_ids((gate,)),
         created_at=time.time(),
     )
     return result, task
 
 
 def in_process_figures(
-    count: int, shards: int, event_log_size: int
+    count: int, shards: int, event_log_size: int, batch_size: int
 ) -> dict[str, float]:
     """Return bytes per record of `count` records inserted into the shard state,
     split over `shards` shards as the service splits them, in this process."""
@@ -156,12 +157,15 @@ def in_process_figures(
             payload_id=payload,
             data_dependencies=(gate,),
             expected_output_ids=(new_id(),),
-            # Each record gets its own options object, as after unpickling.
-            options=TaskOptions(partition_id=options.partition_id),
-            remaining={gate},
+            # The tasks of one submission call share one options object, as
+            # after unpickling in the service.
+            options=batch_options,
+            remaining=remaining_ids((gate,)),
             created_at=time.time(),
         )
-        for _ in range(count)
+        for first in range(0, count, batch_size)
+        for batch_options in [TaskOptions(partition_id=options.partition_id)]
+        for _ in range(first, min(count, first + batch_size))
     ]
     for shard, group in group_items_by_shard(
         ((t.task_id, t) for t in task_records), shards
@@ -269,22 +273,24 @@ def main() -> int:
     finally:
         common.stop_ray([client])
 
-    # Strings that a whole batch shares after unpickling are left out of the deep
-    # size: the session id, the payload and gate ids, and the partition id.
+    # Objects that a whole batch shares after unpickling are left out of the deep
+    # size: the session id, the payload and gate ids, and the task options.
     session_id, gate_id, payload_id = new_id(), new_id(), new_id()
     result_sample, task_sample = sample_records(session_id, gate_id, payload_id)
     shared = {
         id(session_id),
         id(gate_id),
         id(payload_id),
-        id(task_sample.options.partition_id),
+        id(task_sample.options),
     }
     breakdown = {
         "result": field_sizes(result_sample, shared),
         "task": field_sizes(task_sample, shared),
     }
     deep = {kind: sum(sizes.values()) for kind, sizes in breakdown.items()}
-    local = in_process_figures(count, arguments.shards, settings.event_log_size)
+    local = in_process_figures(
+        count, arguments.shards, settings.event_log_size, arguments.batch_size
+    )
 
     per_result = {
         kind: (with_results["results"][kind] - start["results"][kind]) / count

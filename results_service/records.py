@@ -22,8 +22,8 @@ def pickled_as_row(cls: RecordType) -> RecordType:
     """Make a dataclass pickle as its class and a tuple of its field values.
 
     The default pickling of a slotted dataclass calls `dataclasses.fields` for
-    every record, and Ray pickles every argument and reply, so the default cost
-    more than the shards' own work on batches of thousands of records (measured by
+    every record, and Ray pickles every argument and reply, so the default pickling
+    cost more than the shards' own work on batches of thousands of records (measured by
     bench/metadata.py).
     """
     names = tuple(field.name for field in dataclasses.fields(cls))
@@ -163,6 +163,29 @@ class ResultRecord:
     manual_deletion: bool = False
 
 
+# Remaining dependencies are kept in a tuple up to this many ids and in a set
+# above. A tuple of one id takes 48 bytes against 216 for a set, and a set keeps
+# removals from a task with thousands of dependencies linear.
+REMAINING_SET_MIN = 16
+
+
+def remaining_ids(ids: Iterable[str]) -> tuple[str, ...] | set[str]:
+    """Return distinct ids in the compact form TaskRecord.remaining takes."""
+    unique = dict.fromkeys(ids)
+    return set(unique) if len(unique) > REMAINING_SET_MIN else tuple(unique)
+
+
+def without_ids(
+    remaining: tuple[str, ...] | set[str], removed: Iterable[str]
+) -> tuple[str, ...] | set[str]:
+    """Return `remaining` less the `removed` ids, in the compact form."""
+    if isinstance(remaining, set):
+        remaining.difference_update(removed)
+        return remaining if len(remaining) > REMAINING_SET_MIN else tuple(remaining)
+    removed_set = set(removed)
+    return tuple(result_id for result_id in remaining if result_id not in removed_set)
+
+
 @pickled_as_row
 @dataclasses.dataclass(slots=True)
 class TaskRecord:
@@ -176,7 +199,8 @@ class TaskRecord:
         data_dependencies: results that must be COMPLETED before the task runs.
         expected_output_ids: results the task produces.
         options: the session's defaults merged with the submission's options.
-        remaining: ids among data_dependencies and payload_id not yet COMPLETED.
+        remaining: ids among data_dependencies and payload_id not yet COMPLETED:
+            a tuple, or a set above REMAINING_SET_MIN ids (see `remaining_ids`).
         retry_of: the task this one retries, or empty.
         retries: how many tasks failed before this one in its retry chain.
         created_at, submitted_at, started_at, ended_at: seconds since the epoch.
@@ -195,7 +219,7 @@ class TaskRecord:
     data_dependencies: tuple[str, ...]
     expected_output_ids: tuple[str, ...]
     options: TaskOptions
-    remaining: set[str] = dataclasses.field(default_factory=set)
+    remaining: tuple[str, ...] | set[str] = ()
     retry_of: str = ""
     retries: int = 0
     created_at: float = 0.0

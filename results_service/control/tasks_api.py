@@ -35,6 +35,7 @@ from results_service.records import (
     TaskOptions,
     TaskRecord,
     TaskStatus,
+    remaining_ids,
 )
 from results_service.state.sessions import require_submissions_open
 
@@ -128,7 +129,9 @@ async def submit_tasks(
                 data_dependencies=tuple(definition.data_dependencies),
                 expected_output_ids=tuple(definition.expected_output_ids),
                 options=options,
-                remaining={definition.payload_id, *definition.data_dependencies},
+                remaining=remaining_ids(
+                    (definition.payload_id, *definition.data_dependencies)
+                ),
                 created_at=now,
             )
         )

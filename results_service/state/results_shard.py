@@ -46,12 +46,19 @@ def reject_repeated_ids(result_ids: Sequence[str], what: str) -> None:
         seen.add(result_id)
 
 
+def task_list(tasks: str | set[str]) -> list[str]:
+    """Return the dependents of a result, stored as one id or a set, sorted."""
+    return [tasks] if isinstance(tasks, str) else sorted(tasks)
+
+
 class ResultsShard:
     """Results owned by one shard, indexed by id and by session.
 
     Attributes:
         results: records by result id.
-        dependents: for each CREATED result, the tasks waiting on its data.
+        dependents: for each CREATED result, the tasks waiting on its data: one
+            task id, or a set of them. A result read by one task stores the id
+            alone, because a set of one id takes 216 bytes more.
         by_session: ids of each session's results.
         events: the latest status changes, oldest first, for watchers.
         sequence: number of the latest status change.
@@ -62,7 +69,7 @@ class ResultsShard:
     def __init__(self, shard: int, event_log_size: int) -> None:
         self.shard = shard
         self.results: dict[str, ResultRecord] = {}
-        self.dependents: dict[str, set[str]] = {}
+        self.dependents: dict[str, str | set[str]] = {}
         self.by_session: dict[str, set[str]] = collections.defaultdict(set)
         self.events: collections.deque[StatusChange] = collections.deque(
             maxlen=event_log_size
@@ -222,7 +229,7 @@ class ResultsShard:
             completed.append(record)
             tasks = self.dependents.pop(result_id, None)
             if tasks:
-                waiting[result_id] = sorted(tasks)
+                waiting[result_id] = task_list(tasks)
             self._record_event(record)
         return completed, waiting
 
@@ -282,14 +289,25 @@ class ResultsShard:
             if self.results[result_id].status == ResultStatus.COMPLETED:
                 completed.add(result_id)
             else:
-                self.dependents.setdefault(result_id, set()).add(task_id)
+                self._add_dependent(result_id, task_id)
         return sorted(completed)
+
+    def _add_dependent(self, result_id: str, task_id: str) -> None:
+        tasks = self.dependents.get(result_id)
+        if tasks is None:
+            self.dependents[result_id] = task_id
+        elif isinstance(tasks, set):
+            tasks.add(task_id)
+        elif tasks != task_id:
+            self.dependents[result_id] = {tasks, task_id}
 
     def unregister_dependents(self, waiting: Sequence[tuple[str, str]]) -> None:
         """Forget tasks waiting on results, to roll back a failed submission."""
         for result_id, task_id in waiting:
             tasks = self.dependents.get(result_id)
-            if tasks is not None:
+            if tasks == task_id:
+                del self.dependents[result_id]
+            elif isinstance(tasks, set):
                 tasks.discard(task_id)
                 if not tasks:
                     del self.dependents[result_id]
@@ -364,7 +382,7 @@ class ResultsShard:
                 continue
             move_result(record, ResultStatus.ABORTED)
             tasks = self.dependents.pop(result_id, None)
-            waiting[result_id] = sorted(tasks) if tasks else []
+            waiting[result_id] = task_list(tasks) if tasks else []
             self._record_event(record)
         return waiting
 

@@ -29,6 +29,7 @@ from results_service.records import (
     TaskRecord,
     TaskStatus,
     pickled_as_row,
+    without_ids,
 )
 from results_service.transitions import move_task
 
@@ -154,7 +155,7 @@ class TasksShard:
             record = self.tasks.get(task_id)
             if record is None:
                 continue
-            record.remaining.difference_update(result_ids)
+            record.remaining = without_ids(record.remaining, result_ids)
             touched.append(record)
         for task_id in finalize:
             record = self.tasks.get(task_id)
@@ -365,7 +366,7 @@ class TasksShard:
                 data_dependencies=record.data_dependencies,
                 expected_output_ids=record.expected_output_ids,
                 options=record.options,
-                remaining=set(),
+                remaining=(),
                 retry_of=record.task_id,
                 retries=record.retries + 1,
                 created_at=time.time(),

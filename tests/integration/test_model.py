@@ -588,7 +588,9 @@ class ServiceModel(RuleBasedStateMachine):
         assert {t.task_id: t.status for t in tasks} == {
             task_id: task.status for task_id, task in self.model.tasks.items()
         }
-        assert {t.task_id: t.remaining for t in tasks if t.status == T.PENDING} == {
+        assert {
+            t.task_id: set(t.remaining) for t in tasks if t.status == T.PENDING
+        } == {
             task_id: task.remaining
             for task_id, task in self.model.tasks.items()
             if task.status == T.PENDING

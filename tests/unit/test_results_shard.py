@@ -13,7 +13,7 @@ from results_service.errors import (
 )
 from results_service.filters import Condition, Sort
 from results_service.records import ResultRecord, ResultStatus
-from results_service.state.results_shard import ResultsShard
+from results_service.state.results_shard import ResultsShard, task_list
 
 R = ResultStatus
 
@@ -233,7 +233,7 @@ def test_complete_returns_and_forgets_waiting_tasks(shard: ResultsShard) -> None
 
     assert waiting == {"r1": ["t1", "t2"]}
     assert "r1" not in shard.dependents
-    assert shard.dependents["r2"] == {"t3"}
+    assert task_list(shard.dependents["r2"]) == ["t3"]
 
 
 # Dependents
@@ -246,7 +246,29 @@ def test_register_dependents_reports_completed(shard: ResultsShard) -> None:
 
     assert completed == ["r1"]
     assert "r1" not in shard.dependents
-    assert shard.dependents["r2"] == {"t1"}
+    assert task_list(shard.dependents["r2"]) == ["t1"]
+
+
+def test_register_dependents_same_task_twice_kept_once(shard: ResultsShard) -> None:
+    shard.register_dependents("s1", [("r1", "t1"), ("r1", "t1")])
+
+    assert task_list(shard.dependents["r1"]) == ["t1"]
+
+
+def test_unregister_one_of_several_dependents(shard: ResultsShard) -> None:
+    shard.register_dependents("s1", [("r1", "t1"), ("r1", "t2"), ("r1", "t3")])
+
+    shard.unregister_dependents([("r1", "t2"), ("r1", "unknown")])
+
+    assert task_list(shard.dependents["r1"]) == ["t1", "t3"]
+
+
+def test_unregister_last_dependent_forgets_result(shard: ResultsShard) -> None:
+    shard.register_dependents("s1", [("r1", "t1"), ("r2", "t1"), ("r2", "t2")])
+
+    shard.unregister_dependents([("r1", "t1"), ("r2", "t1"), ("r2", "t2")])
+
+    assert shard.dependents == {}
 
 
 @pytest.mark.parametrize("action", ["abort", "delete"])
