@@ -15,6 +15,9 @@ from results_service.state.results_shard import ResultsShard
 
 logger = logging.getLogger(__name__)
 
+# How long a watch reply waits after its first change for the changes following it.
+WATCH_BATCH_SECONDS = 0.02
+
 
 @ray.remote(num_cpus=0, max_restarts=0)
 class ResultsTable:
@@ -136,21 +139,34 @@ class ResultsTable:
     async def wait_changes(
         self, after: int, result_ids: Sequence[str], timeout: float
     ) -> tuple[int, list[StatusChange] | None]:
-        """Return changes after sequence `after`, waiting up to `timeout` seconds for
-        the first one."""
+        """Return changes of the given ids after sequence `after`, waiting up to
+        `timeout` seconds for the first one.
+
+        Changes of other results do not end the wait. After the first change, the
+        reply waits WATCH_BATCH_SECONDS more to take the changes that follow it,
+        because completions come in bursts and each reply costs the watcher a call.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         watched = set(result_ids)
-        sequence, changes = self.state.changes_since(after, watched)
-        if changes is None or changes:
-            return sequence, changes
-        try:
-            async with self.changed:
-                await asyncio.wait_for(
-                    self.changed.wait_for(lambda: self.state.sequence > sequence),
-                    timeout,
-                )
-        except TimeoutError:
-            pass
-        return self.state.changes_since(after, watched)
+        while True:
+            sequence, changes = self.state.changes_since(after, watched)
+            if changes is None or changes:
+                return sequence, changes
+            # No watched change up to `sequence`, so the next read starts there.
+            after = sequence
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return sequence, changes
+            try:
+                async with self.changed:
+                    await asyncio.wait_for(
+                        self.changed.wait_for(lambda: self.state.sequence > after),
+                        remaining,
+                    )
+            except TimeoutError:
+                return self.state.changes_since(after, watched)
+            await asyncio.sleep(min(WATCH_BATCH_SECONDS, remaining))
 
     def count(self) -> int:
         return len(self.state.results)
