@@ -22,7 +22,7 @@ from results_service.errors import (
 from results_service.ids import new_id
 from results_service.settings import ServiceSettings
 from results_service.storage import open_backend
-from results_service.storage.base import ObjectWriter
+from results_service.storage.base import LocalFile, ObjectWriter
 
 logger = logging.getLogger(__name__)
 
@@ -218,21 +218,36 @@ class ObjectStorage:
 
     async def open_reads(
         self, objects: Sequence[tuple[bytes, int]], inline_max: int
-    ) -> list[tuple[bytes, pa.Buffer | None]]:
-        """Return a read token for each (opaque id, size), and the whole data of
-        objects of at most `inline_max` bytes, read in parallel."""
+    ) -> list[tuple[bytes, pa.Buffer | None, LocalFile | None]]:
+        """Return a read token for each (opaque id, size), the whole data of
+        objects of at most `inline_max` bytes, and the file of larger ones when
+        local reads are on and the objects are files."""
         small = [index for index, (_, size) in enumerate(objects) if size <= inline_max]
-        buffers = await asyncio.gather(
-            *(
-                asyncio.to_thread(
-                    self.backend.read_range, objects[index][0], 0, objects[index][1]
+        large = []
+        if self.settings.local_reads:
+            large = [
+                index for index, (_, size) in enumerate(objects) if size > inline_max
+            ]
+        buffers, files = await asyncio.gather(
+            asyncio.gather(
+                *(
+                    asyncio.to_thread(
+                        self.backend.read_range, objects[index][0], 0, objects[index][1]
+                    )
+                    for index in small
                 )
-                for index in small
-            )
+            ),
+            asyncio.gather(
+                *(
+                    asyncio.to_thread(self.backend.local_file, objects[index][0])
+                    for index in large
+                )
+            ),
         )
         data: dict[int, pa.Buffer] = dict(zip(small, buffers, strict=True))
+        local: dict[int, LocalFile | None] = dict(zip(large, files, strict=True))
         return [
-            (self.sign(opaque_id), data.get(index))
+            (self.sign(opaque_id), data.get(index), local.get(index))
             for index, (opaque_id, _) in enumerate(objects)
         ]
 

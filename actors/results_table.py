@@ -161,7 +161,9 @@ class ResultsTable:
             try:
                 async with self.changed:
                     await asyncio.wait_for(
-                        self.changed.wait_for(lambda: self.state.sequence > after),
+                        self.changed.wait_for(
+                            lambda seen=after: self.state.sequence > seen
+                        ),
                         remaining,
                     )
             except TimeoutError:

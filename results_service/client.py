@@ -51,6 +51,7 @@ from results_service.records import (
     TaskRecord,
 )
 from results_service.settings import ServiceSettings
+from results_service.storage.local import LocalDownload
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,13 @@ def iter_chunks(data: UploadData, chunk_size: int) -> Iterator[pa.Buffer]:
         buffer = _to_buffer(chunk)
         for start in range(0, len(buffer), chunk_size):
             yield buffer.slice(start, min(chunk_size, len(buffer) - start))
+
+
+def open_local_download(info: DownloadInfo) -> LocalDownload | None:
+    """Open the file of a download when this process can read it directly."""
+    if info.local_file is None:
+        return None
+    return LocalDownload.open(info.local_file, info.chunk_size, info.result_id)
 
 
 class AsyncResultsClient:
@@ -405,6 +413,14 @@ class AsyncResultsClient:
                     start, min(info.chunk_size, len(info.data) - start)
                 )
             return
+        local = await asyncio.to_thread(open_local_download, info)
+        if local is not None:
+            try:
+                while (chunk := await asyncio.to_thread(local.read_chunk)) is not None:
+                    yield chunk
+            finally:
+                local.close()
+            return
         reader = self._storage_actor(info)
         step = info.chunk_size * info.window_chunks
         offsets = iter(range(0, info.size, step))
@@ -590,9 +606,32 @@ class ResultsClient:
         finally:
             self._run(iterator.aclose())  # type: ignore[attr-defined]
 
+    def download_result_data(
+        self, session_id: str, result_id: str
+    ) -> Iterator[pa.Buffer]:
+        """Yield the result's data as buffers, as AsyncResultsClient does."""
+        (info,) = self._run(self.aio.open_downloads(session_id, [result_id]))
+        yield from self.iter_download(info)
+
+    def iter_download(self, info: DownloadInfo) -> Iterator[pa.Buffer]:
+        """Yield the data of a download opened with `open_downloads`.
+
+        A file on this machine is read in the calling thread, which saves a hop
+        to the client's event loop per chunk.
+        """
+        local = None if info.data is not None else open_local_download(info)
+        if local is None:
+            yield from self._iterate(self.aio.iter_download(info))
+            return
+        try:
+            while (chunk := local.read_chunk()) is not None:
+                yield chunk
+        finally:
+            local.close()
+
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.aio, name)
-        if name in ("watch_results", "download_result_data", "iter_download"):
+        if name == "watch_results":
             return lambda *args, **kwargs: self._iterate(method(*args, **kwargs))
         if not asyncio.iscoroutinefunction(method):
             raise AttributeError(name)

@@ -368,6 +368,8 @@ class DownloadInfo:
         namespace: Ray namespace of that actor.
         result_id: the result whose data this is.
         data: the whole data when it is small, so no read is needed; else None.
+        local_file: the object's file (path, device, inode, size, modification
+            time in ns), which a client on the storage's machine may read itself.
     """
 
     token: bytes
@@ -378,6 +380,7 @@ class DownloadInfo:
     namespace: str
     result_id: str = ""
     data: Any = None
+    local_file: tuple[str, int, int, int, int] | None = None
 
 
 @pickled_as_row

@@ -82,6 +82,10 @@ class ServiceSettings:
         lease_check_seconds: period of the sweep that requeues expired leases.
         event_log_size: status changes each ResultsTable shard keeps for watchers.
         replicas: Serve replicas of the control plane.
+        local_reads: let a client on the machine of a local storage directory read
+            the files of the data it downloads directly, after checking that each
+            file is the one the storage actor opened. Other clients, and every
+            client when False, read through the storage actor.
         limits: request limits, see `Limits`.
     """
 
@@ -103,6 +107,7 @@ class ServiceSettings:
     lease_check_seconds: float = 1.0
     event_log_size: int = 100_000
     replicas: int = 1
+    local_reads: bool = True
     limits: Limits = dataclasses.field(default_factory=Limits)
 
     def __post_init__(self) -> None:

@@ -295,8 +295,9 @@ async def open_downloads(
             namespace=bp.settings.namespace,
             result_id=record.result_id,
             data=data,
+            local_file=local_file,
         )
-        for record, (token, data) in zip(records, opened, strict=True)
+        for record, (token, data, local_file) in zip(records, opened, strict=True)
     )
 
 

@@ -58,6 +58,11 @@ class ObjectWriter(abc.ABC):
         """Discard everything written; no object or partial upload remains."""
 
 
+# An object's file on the storage's machine: its path, device, inode, size and
+# modification time in nanoseconds, which a client there checks before reading it.
+LocalFile = tuple[str, int, int, int, int]
+
+
 class StorageBackend(abc.ABC):
     """Bytes behind opaque ids, in a local directory, S3 or memory."""
 
@@ -96,6 +101,10 @@ class StorageBackend(abc.ABC):
     def list_ids(self, prefix: str = "") -> list[bytes]:
         """Return the ids of the stored objects under a key prefix, for purges and
         tests."""
+
+    def local_file(self, opaque_id: bytes) -> LocalFile | None:
+        """Return the file of an object, or None when objects are not files."""
+        return None
 
     def put(self, key: str, data: pa.Buffer | bytes) -> int:
         """Write a whole object and return its size."""

@@ -31,7 +31,7 @@ from results_service.storage import (
     describe_id,
     normalize_key,
 )
-from results_service.storage.base import ObjectWriter, StorageBackend
+from results_service.storage.base import LocalFile, ObjectWriter, StorageBackend
 
 logger = logging.getLogger(__name__)
 
@@ -180,11 +180,21 @@ class LocalBackend(StorageBackend):
             if size is None:
                 raise _not_found(key)
             check_offset(opaque_id, offset, size)
-            return _read_exact(fd, offset, min(length, size - offset), key)
+            return read_exact(fd, offset, min(length, size - offset), key)
         except OSError as error:
             raise map_os_error(error, f"reading object {key!r}", key) from error
         finally:
             os.close(fd)
+
+    def local_file(self, opaque_id: bytes) -> LocalFile | None:
+        path = self._resolve(opaque_id)
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return path, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
     def sizes(self, opaque_ids: Iterable[bytes]) -> dict[bytes, int | None]:
         return {
@@ -343,7 +353,90 @@ def _regular_file_size(fd: int) -> int | None:
     return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
-def _read_exact(fd: int, offset: int, count: int, key: str) -> pa.Buffer:
+class LocalDownload:
+    """A download that a client on the storage's machine reads from the file.
+
+    A file with the device, inode, size and modification time that the storage
+    reported is the file the storage actor would read. Another machine's file at
+    the same path does not match, and neither does a file rewritten since.
+    """
+
+    def __init__(
+        self,
+        file: pa.OSFile,
+        local_file: LocalFile,
+        chunk_size: int,
+        result_id: str,
+    ) -> None:
+        self.file = file
+        self.local_file = local_file
+        self.size = local_file[3]
+        self.chunk_size = chunk_size
+        self.result_id = result_id
+        self.offset = 0
+
+    @classmethod
+    def open(
+        cls, local_file: LocalFile, chunk_size: int, result_id: str
+    ) -> LocalDownload | None:
+        """Open the file, or return None when it is missing or not the file that
+        the storage reported, so that the client reads through the storage actor."""
+        path, device, inode, size, modified = local_file
+        try:
+            file = pa.OSFile(path, "r")
+        except OSError:
+            return None
+        try:
+            info = os.fstat(file.fileno())
+        except OSError:
+            file.close()
+            return None
+        identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        if stat.S_ISREG(info.st_mode) and identity == (device, inode, size, modified):
+            return cls(file, local_file, chunk_size, result_id)
+        file.close()
+        return None
+
+    def read_chunk(self) -> pa.Buffer | None:
+        """Return the next chunk, or None at the end of the data.
+
+        One chunk at a time, so that a consumer that drops each chunk lets the
+        memory pool reuse its buffer for the next.
+
+        The file must still be at its path, so that a download of data deleted
+        midway fails as a read through the storage actor does, instead of reading
+        on from the unlinked file.
+        """
+        if self.offset >= self.size:
+            return None
+        path, device, inode, _, _ = self.local_file
+        try:
+            info: os.stat_result | None = os.stat(path)
+        except OSError:
+            info = None
+        if info is None or (info.st_dev, info.st_ino) != (device, inode):
+            raise NotFoundError(
+                f"the data of result {self.result_id} was deleted during the "
+                "download; check whether the result is still COMPLETED",
+                (self.result_id,),
+            )
+        count = min(self.chunk_size, self.size - self.offset)
+        chunk = self.file.read_buffer(count)
+        if len(chunk) != count:
+            raise InternalError(
+                f"the file of result {self.result_id} ended at byte "
+                f"{self.offset + len(chunk)} of {self.size}: it was truncated "
+                "during the read; retry the download",
+                (self.result_id,),
+            )
+        self.offset += count
+        return chunk
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_exact(fd: int, offset: int, count: int, key: str) -> pa.Buffer:
     """Read `count` bytes at `offset` straight into a new Arrow buffer."""
     buffer = pa.allocate_buffer(count)
     view = memoryview(buffer)

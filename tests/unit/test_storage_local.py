@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -17,7 +18,11 @@ from results_service.errors import (
 )
 from results_service.settings import ServiceSettings
 from results_service.storage import open_backend
-from results_service.storage.local import PARTIAL_DIR, LocalBackend
+from results_service.storage.local import (
+    PARTIAL_DIR,
+    LocalBackend,
+    LocalDownload,
+)
 
 CHUNK = 64 * 1024
 
@@ -486,6 +491,104 @@ def test_inspect_imports_normalizes_and_sizes(
 def test_inspect_imports_rejects_parent_key(backend: LocalBackend) -> None:
     with pytest.raises(InvalidArgumentError, match="invalid"):
         backend.inspect_imports([b"kept", b"../secret"])
+
+
+def test_local_file_describes_object(backend: LocalBackend, root: Path) -> None:
+    backend.put("sessions/s1/object", b"abcdef")
+
+    local_file = backend.local_file(b"sessions/s1/object")
+
+    assert local_file is not None
+    path, device, inode, size, _ = local_file
+    assert path == str(root / "sessions" / "s1" / "object")
+    assert (device, inode) == (os.stat(path).st_dev, os.stat(path).st_ino)
+    assert size == 6
+
+
+def test_local_file_of_missing_object_none(backend: LocalBackend, root: Path) -> None:
+    (root / "folder").mkdir()
+
+    assert backend.local_file(b"missing") is None
+    assert backend.local_file(b"folder") is None
+
+
+def test_local_file_through_escaping_symlink_rejected(
+    backend: LocalBackend, root: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    (root / "link").symlink_to(outside, target_is_directory=True)
+
+    with pytest.raises(InvalidArgumentError, match="symbolic link"):
+        backend.local_file(b"link/secret")
+
+
+def open_download(local_file: Any, chunk_size: int = 2) -> LocalDownload | None:
+    return LocalDownload.open(local_file, chunk_size, "r1")
+
+
+def test_local_download_reads_chunks(backend: LocalBackend) -> None:
+    backend.put("object", b"abcde")
+    download = open_download(backend.local_file(b"object"))
+    assert download is not None
+
+    try:
+        chunks = [download.read_chunk() for _ in range(4)]
+    finally:
+        download.close()
+
+    assert [bytes(chunk) for chunk in chunks[:3]] == [b"ab", b"cd", b"e"]
+    assert chunks[3] is None
+
+
+@pytest.mark.parametrize(
+    "field", [1, 2, 3, 4], ids=["device", "inode", "size", "mtime"]
+)
+def test_local_download_mismatch_not_opened(backend: LocalBackend, field: int) -> None:
+    backend.put("object", b"abcdef")
+    local_file = backend.local_file(b"object")
+    assert local_file is not None
+    changed = list(local_file)
+    changed[field] += 1
+
+    assert open_download(tuple(changed)) is None
+
+
+def test_local_download_replaced_file_not_opened(
+    backend: LocalBackend, root: Path
+) -> None:
+    backend.put("object", b"abcdef")
+    local_file = backend.local_file(b"object")
+    assert local_file is not None
+    (root / "object").unlink()
+    (root / "object").write_bytes(b"ABCDEF")
+    # The new file may reuse the inode within one tick of the file system's clock,
+    # so its modification time is set apart explicitly.
+    os.utime(root / "object", ns=(local_file[4], local_file[4] + 10**9))
+
+    assert open_download(local_file) is None
+
+
+def test_local_download_missing_path_not_opened(tmp_path: Path) -> None:
+    assert open_download((str(tmp_path / "none"), 1, 2, 3, 4)) is None
+
+
+def test_local_download_of_deleted_file_raises(
+    backend: LocalBackend, root: Path
+) -> None:
+    backend.put("object", b"abcdefghi")
+    download = open_download(backend.local_file(b"object"))
+    assert download is not None
+    first = download.read_chunk()
+    backend.delete([b"object"])
+
+    try:
+        with pytest.raises(NotFoundError, match="deleted during the download"):
+            download.read_chunk()
+    finally:
+        download.close()
+    assert bytes(first) == b"ab"
 
 
 def test_open_writer_with_parent_key_rejected(backend: LocalBackend) -> None:
