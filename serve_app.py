@@ -39,6 +39,7 @@ from results_service.records import (
     TaskRecord,
 )
 from results_service.settings import ServiceSettings
+from results_service.storage.base import LocalRoot
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ class ControlPlane:
         self.settings = settings
         self.bp = Backplane(settings, ServiceActors.get_or_create(settings))
         self.sweeper: asyncio.Task[None] | None = None
+        # The storage directory that clients may write into, read once: a 1-tuple
+        # so that None, for no such directory, is cached too.
+        self.local_root: tuple[LocalRoot | None] | None = None
         logger.info("control plane %s started", settings.app_name)
 
     def _ensure_sweeper(self) -> None:
@@ -86,8 +90,10 @@ class ControlPlane:
 
     # Service
 
-    def get_service_configuration(self) -> ServiceConfiguration:
+    async def get_service_configuration(self) -> ServiceConfiguration:
         limits = self.settings.limits
+        if self.local_root is None:
+            self.local_root = (await transfers.local_root(self.bp),)
         return ServiceConfiguration(
             data_chunk_max_size=self.settings.data_chunk_max_size,
             transfer_window_chunks=self.settings.transfer_window_chunks,
@@ -96,6 +102,7 @@ class ControlPlane:
             max_name_length=limits.max_name_length,
             partitions=self.settings.partitions,
             inline_upload_max_size=transfers.INLINE_UPLOAD_BYTES,
+            local_root=self.local_root[0],
         )
 
     # Sessions
@@ -218,6 +225,18 @@ class ControlPlane:
     ) -> ResultRecord | None:
         return await transfers.upload_inline(
             self.bp, session_id, result_id, data, task_id, lease_id
+        )
+
+    async def finish_local_upload(
+        self,
+        session_id: str,
+        result_id: str,
+        upload_name: str,
+        task_id: str | None = None,
+        lease_id: str | None = None,
+    ) -> ResultRecord | None:
+        return await transfers.finish_local_upload(
+            self.bp, session_id, result_id, upload_name, task_id, lease_id
         )
 
     async def write_upload(self, upload_id: str, chunks: list[Any]) -> int:

@@ -22,7 +22,7 @@ from results_service.errors import (
 from results_service.ids import new_id
 from results_service.settings import ServiceSettings
 from results_service.storage import open_backend
-from results_service.storage.base import LocalFile, ObjectWriter
+from results_service.storage.base import LocalFile, LocalRoot, ObjectWriter
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +207,29 @@ class ObjectStorage:
             (key.encode(), size) for (key, _), size in zip(items, results, strict=True)
         ]  # type: ignore[misc]
 
+    # Uploads that clients wrote into the storage directory
+
+    def local_root(self) -> LocalRoot | None:
+        """Return the directory that clients on this machine may write uploads
+        into, or None when local files are off or objects are not files."""
+        if not self.settings.local_files:
+            return None
+        return self.backend.local_root()
+
+    async def adopt(self, upload_name: str, key: str) -> tuple[bytes, int]:
+        """Publish a client's upload file under `key`; return its id and size."""
+        if not self.settings.local_files:
+            raise InvalidArgumentError(
+                f"client upload {upload_name!r} is invalid: local files are off in "
+                "this service, so upload through the storage actor"
+            )
+        size = await asyncio.to_thread(self.backend.adopt, upload_name, key)
+        return key.encode(), size
+
+    async def discard(self, upload_name: str) -> None:
+        """Delete a client's upload file that will not be adopted."""
+        await asyncio.to_thread(self.backend.discard, upload_name)
+
     # Downloads
 
     def _signature(self, opaque_id: bytes) -> bytes:
@@ -221,10 +244,10 @@ class ObjectStorage:
     ) -> list[tuple[bytes, pa.Buffer | None, LocalFile | None]]:
         """Return a read token for each (opaque id, size), the whole data of
         objects of at most `inline_max` bytes, and the file of larger ones when
-        local reads are on and the objects are files."""
+        local files are on and the objects are files."""
         small = [index for index, (_, size) in enumerate(objects) if size <= inline_max]
         large = []
-        if self.settings.local_reads:
+        if self.settings.local_files:
             large = [
                 index for index, (_, size) in enumerate(objects) if size > inline_max
             ]

@@ -12,6 +12,7 @@ bound to 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import logging
@@ -35,6 +36,7 @@ from ray import serve
 from results_service import loopback
 from results_service.errors import ServiceError, unwrap_ray_error
 from results_service.filters import Condition, Sort
+from results_service.ids import new_id
 from results_service.records import (
     AcquiredTask,
     DownloadInfo,
@@ -151,6 +153,31 @@ def iter_chunks(data: UploadData, chunk_size: int) -> Iterator[pa.Buffer]:
         buffer = _to_buffer(chunk)
         for start in range(0, len(buffer), chunk_size):
             yield buffer.slice(start, min(chunk_size, len(buffer) - start))
+
+
+def local_upload_dir(configuration: ServiceConfiguration) -> str | None:
+    """Return the directory to write uploads into when this process is on the
+    storage's machine: the path must lead to the device and inode reported."""
+    if configuration.local_root is None:
+        return None
+    path, device, inode = configuration.local_root
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    if (info.st_dev, info.st_ino) != (device, inode):
+        return None
+    return path
+
+
+def write_new_file(path: str, chunks: Iterable[pa.Buffer]) -> None:
+    """Write chunks into a file that must not exist yet."""
+    with open(path, "xb", buffering=0) as file:
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                written = file.write(view)
+                view = view[written:]
 
 
 def open_local_download(info: DownloadInfo) -> LocalDownload | None:
@@ -350,6 +377,14 @@ class AsyncResultsClient:
                 lease_id,
             )
 
+        read_ahead = [chunk for chunk in (first, second) if chunk is not None]
+        all_chunks = itertools.chain(read_ahead, chunks)
+        upload_dir = local_upload_dir(configuration)
+        if upload_dir is not None:
+            return await self._upload_local(
+                upload_dir, session_id, result_id, all_chunks, task_id, lease_id
+            )
+
         upload_id = await self._call(
             "open_upload", session_id, result_id, task_id, lease_id
         )
@@ -357,8 +392,7 @@ class AsyncResultsClient:
         try:
             pending: Any = None
             window: list[ray.ObjectRef] = []
-            read_ahead = [chunk for chunk in (first, second) if chunk is not None]
-            for chunk in itertools.chain(read_ahead, chunks):
+            for chunk in all_chunks:
                 window.append(ray.put(chunk))
                 if len(window) == window_size:
                     if pending is not None:
@@ -373,6 +407,31 @@ class AsyncResultsClient:
             await asyncio.shield(self._abort_quietly(upload_id))
             raise
         return await self._call("finish_upload", upload_id)
+
+    async def _upload_local(
+        self,
+        upload_dir: str,
+        session_id: str,
+        result_id: str,
+        chunks: Iterator[pa.Buffer],
+        task_id: str | None,
+        lease_id: str | None,
+    ) -> ResultRecord | None:
+        """Write the data into the storage directory, then let the service
+        publish the file under a key of its own and complete the result."""
+        name = f"client-{new_id()}"
+        path = os.path.join(upload_dir, name)
+        try:
+            await asyncio.to_thread(write_new_file, path, chunks)
+            return await self._call(
+                "finish_local_upload", session_id, result_id, name, task_id, lease_id
+            )
+        except BaseException:
+            # The service deletes the file when it rejects the upload; this covers
+            # a failure before the call and a call that never reached it.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            raise
 
     async def _abort_quietly(self, upload_id: str) -> None:
         try:

@@ -389,7 +389,9 @@ class ServiceConfiguration:
     """Transfer settings clients follow, as get_service_configuration returns them.
 
     inline_upload_max_size is the largest upload that fits in one upload_inline
-    call; 0 means that the service takes no inline uploads.
+    call; 0 means that the service takes no inline uploads. local_root is the
+    directory (path, device, inode) that a client on the storage's machine may
+    write uploads into and pass to finish_local_upload, or None.
     """
 
     data_chunk_max_size: int
@@ -399,3 +401,4 @@ class ServiceConfiguration:
     max_name_length: int
     partitions: tuple[str, ...]
     inline_upload_max_size: int = 0
+    local_root: tuple[str, int, int] | None = None

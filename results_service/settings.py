@@ -82,10 +82,11 @@ class ServiceSettings:
         lease_check_seconds: period of the sweep that requeues expired leases.
         event_log_size: status changes each ResultsTable shard keeps for watchers.
         replicas: Serve replicas of the control plane.
-        local_reads: let a client on the machine of a local storage directory read
-            the files of the data it downloads directly, after checking that each
-            file is the one the storage actor opened. Other clients, and every
-            client when False, read through the storage actor.
+        local_files: let a client on the machine of a local storage directory
+            read the files of its downloads and write the files of its uploads
+            itself. The client checks that the file or directory is the one the
+            storage actor reported; other clients, and every client when False,
+            transfer through the storage actor.
         limits: request limits, see `Limits`.
     """
 
@@ -107,7 +108,7 @@ class ServiceSettings:
     lease_check_seconds: float = 1.0
     event_log_size: int = 100_000
     replicas: int = 1
-    local_reads: bool = True
+    local_files: bool = True
     limits: Limits = dataclasses.field(default_factory=Limits)
 
     def __post_init__(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -33,6 +33,7 @@ from results_service.records import (
     ResultStatus,
 )
 from results_service.state.sessions import require_data_accepted
+from results_service.storage.base import LocalRoot
 
 logger = logging.getLogger(__name__)
 
@@ -158,19 +159,84 @@ async def upload_inline(
             (result_id,),
         )
     check_upload_ids(bp, session_id, result_id, task_id, lease_id)
-    write = asyncio.ensure_future(
-        call(bp.actors.storage.put_many.remote([(object_key(session_id), data)]))
+
+    async def write() -> tuple[bytes, int]:
+        key = object_key(session_id)
+        ((opaque_id, size),) = await call(
+            bp.actors.storage.put_many.remote([(key, data)])
+        )
+        return opaque_id, size
+
+    return await store_while_checking(
+        bp, session_id, result_id, task_id, lease_id, write(), no_check
     )
+
+
+async def store_while_checking(
+    bp: Backplane,
+    session_id: str,
+    result_id: str,
+    task_id: str | None,
+    lease_id: str | None,
+    store: Awaitable[tuple[bytes, int]],
+    discard: Callable[[], Awaitable[None]],
+) -> ResultRecord | None:
+    """Store an object while the upload checks run, then complete the result.
+
+    When a check fails, the stored object is deleted, or `discard` runs when the
+    store did not finish.
+    """
+    stored = asyncio.ensure_future(store)
     try:
-        ((opaque_id, size),) = await check_upload_target(
-            bp, session_id, result_id, task_id, lease_id, write
+        opaque_id, size = await check_upload_target(
+            bp, session_id, result_id, task_id, lease_id, stored
         )
     except BaseException:
-        if write.done() and not write.cancelled() and write.exception() is None:
-            await bp.delete_objects([opaque_id for opaque_id, _ in write.result()])
+        if stored.done() and not stored.cancelled() and stored.exception() is None:
+            await bp.delete_objects([stored.result()[0]])
+        else:
+            await discard()
         raise
     return await commit_upload(
         bp, session_id, result_id, task_id, lease_id, opaque_id, size
+    )
+
+
+async def local_root(bp: Backplane) -> LocalRoot | None:
+    """Return the storage directory that clients may write uploads into."""
+    return await call(bp.actors.storage.local_root.remote())
+
+
+async def finish_local_upload(
+    bp: Backplane,
+    session_id: str,
+    result_id: str,
+    upload_name: str,
+    task_id: str | None = None,
+    lease_id: str | None = None,
+) -> ResultRecord | None:
+    """Publish a file that the client wrote into the storage directory, then
+    complete the result as finish_upload does.
+
+    The file is published while the checks run, and deleted when a check fails.
+    """
+    if not isinstance(upload_name, str):
+        raise InvalidArgumentError(
+            f"upload name {upload_name!r} is invalid: give the name of the file",
+            (result_id,),
+        )
+
+    async def discard() -> None:
+        await call(bp.actors.storage.discard.remote(upload_name))
+
+    try:
+        check_upload_ids(bp, session_id, result_id, task_id, lease_id)
+    except BaseException:
+        await discard()
+        raise
+    adopt = call(bp.actors.storage.adopt.remote(upload_name, object_key(session_id)))
+    return await store_while_checking(
+        bp, session_id, result_id, task_id, lease_id, adopt, discard
     )
 
 

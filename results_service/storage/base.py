@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
 
-from results_service.errors import FailedPreconditionError
+from results_service.errors import FailedPreconditionError, InvalidArgumentError
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,9 @@ class ObjectWriter(abc.ABC):
 # An object's file on the storage's machine: its path, device, inode, size and
 # modification time in nanoseconds, which a client there checks before reading it.
 LocalFile = tuple[str, int, int, int, int]
+# The storage directory: its path, device and inode, which a client checks before
+# writing an upload into it.
+LocalRoot = tuple[str, int, int]
 
 
 class StorageBackend(abc.ABC):
@@ -105,6 +108,22 @@ class StorageBackend(abc.ABC):
     def local_file(self, opaque_id: bytes) -> LocalFile | None:
         """Return the file of an object, or None when objects are not files."""
         return None
+
+    def local_root(self) -> LocalRoot | None:
+        """Return the directory that clients may write uploads into, or None when
+        objects are not files."""
+        return None
+
+    def adopt(self, upload_name: str, key: str) -> int:
+        """Publish a file that a client wrote into the upload directory under
+        `key`, and return its size."""
+        raise InvalidArgumentError(
+            f"client upload {upload_name!r} is invalid: this storage takes uploads "
+            "through the storage actor only"
+        )
+
+    def discard(self, upload_name: str) -> None:  # noqa: B027 - no files to delete
+        """Delete a client's upload file that will not be adopted."""
 
     def put(self, key: str, data: pa.Buffer | bytes) -> int:
         """Write a whole object and return its size."""

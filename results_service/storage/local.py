@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import stat
 import uuid
 from collections.abc import Iterable, Sequence
@@ -31,11 +32,18 @@ from results_service.storage import (
     describe_id,
     normalize_key,
 )
-from results_service.storage.base import LocalFile, ObjectWriter, StorageBackend
+from results_service.storage.base import (
+    LocalFile,
+    LocalRoot,
+    ObjectWriter,
+    StorageBackend,
+)
 
 logger = logging.getLogger(__name__)
 
 PARTIAL_DIR = ".partial"  # temporary files of uploads in progress, never a key
+# Names of the files that clients write into PARTIAL_DIR for the storage to adopt.
+CLIENT_UPLOAD_NAME = re.compile(r"client-[0-9a-f]{32}")
 _MISSING_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 _PUBLISH_ATTEMPTS = 3
 
@@ -119,20 +127,24 @@ class LocalWriter(ObjectWriter):
             )
 
     def _publish(self) -> None:
-        """Rename the temporary file under the key, creating parent directories.
+        publish(self._root, self.temp_path, self.key)
 
-        A concurrent delete may remove a parent directory that became empty between
-        makedirs and the rename, so a missing directory is retried a few times.
-        """
-        target = os.path.join(self._root, *self.key.split("/"))
-        for attempt in range(1, _PUBLISH_ATTEMPTS + 1):
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            try:
-                os.replace(self.temp_path, target)
-                return
-            except FileNotFoundError:
-                if attempt == _PUBLISH_ATTEMPTS or not os.path.exists(self.temp_path):
-                    raise
+
+def publish(root: str, temp_path: str, key: str) -> None:
+    """Rename a temporary file under its key, creating parent directories.
+
+    A concurrent delete may remove a parent directory that became empty between
+    makedirs and the rename, so a missing directory is retried a few times.
+    """
+    target = os.path.join(root, *key.split("/"))
+    for attempt in range(1, _PUBLISH_ATTEMPTS + 1):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.replace(temp_path, target)
+            return
+        except FileNotFoundError:
+            if attempt == _PUBLISH_ATTEMPTS or not os.path.exists(temp_path):
+                raise
 
 
 class LocalBackend(StorageBackend):
@@ -142,8 +154,9 @@ class LocalBackend(StorageBackend):
     only reach files under it.
 
     NOTE: commits do not fsync, so a crash of the machine (not of the process) may
-    lose objects committed just before it. Temporary files of a process that crashed
-    stay in `<root>/.partial/` until removed by hand.
+    lose objects committed just before it. Temporary files of a process that crashed,
+    the storage actor or a client writing an upload, stay in `<root>/.partial/`
+    until removed by hand.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -185,6 +198,54 @@ class LocalBackend(StorageBackend):
             raise map_os_error(error, f"reading object {key!r}", key) from error
         finally:
             os.close(fd)
+
+    def local_root(self) -> LocalRoot | None:
+        info = os.stat(self._partial_dir)
+        return self._partial_dir, info.st_dev, info.st_ino
+
+    def adopt(self, upload_name: str, key: str) -> int:
+        checked = self._checked_key(key.encode("utf-8", errors="surrogatepass"))
+        if not isinstance(upload_name, str) or not CLIENT_UPLOAD_NAME.fullmatch(
+            upload_name
+        ):
+            raise InvalidArgumentError(
+                f"client upload {upload_name!r} is invalid: give the name of a file "
+                "written into the upload directory, client- and 32 hex digits",
+                (str(upload_name),),
+            )
+        path = os.path.join(self._partial_dir, upload_name)
+        try:
+            info = os.lstat(path)
+        except _MISSING_ERRORS as error:
+            raise NotFoundError(
+                f"client upload {upload_name!r} was not found in the upload "
+                "directory; write the file there before finishing the upload",
+                (upload_name,),
+            ) from error
+        except OSError as error:
+            raise map_os_error(error, f"reading {upload_name!r}", checked) from error
+        # A symbolic or hard link would publish a file that lives elsewhere.
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            self.discard(upload_name)
+            raise InvalidArgumentError(
+                f"client upload {upload_name!r} is invalid: it must be a regular "
+                "file with no other link; write the data into a new file",
+                (upload_name,),
+            )
+        try:
+            publish(self.root, path, checked)
+        except OSError as error:
+            action = f"committing object {checked!r}"
+            raise map_os_error(error, action, checked) from error
+        return info.st_size
+
+    def discard(self, upload_name: str) -> None:
+        if not CLIENT_UPLOAD_NAME.fullmatch(upload_name):
+            return
+        try:
+            os.unlink(os.path.join(self._partial_dir, upload_name))
+        except FileNotFoundError:
+            pass
 
     def local_file(self, opaque_id: bytes) -> LocalFile | None:
         path = self._resolve(opaque_id)

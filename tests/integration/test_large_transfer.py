@@ -194,9 +194,20 @@ def named_pids(client: Any) -> dict[int, str]:
     return names
 
 
+@pytest.fixture(scope="module")
+def actor_client(services: Any) -> Any:
+    """A service whose clients transfer through the storage actor, not the files."""
+    return services.start(local_files=False)
+
+
+@pytest.mark.parametrize("path", ["local files", "storage actor"])
 def test_large_transfer_round_trip_bounded_memory(
-    client: Any, session_id: str, capsys: pytest.CaptureFixture[str]
+    request: pytest.FixtureRequest, path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    client = request.getfixturevalue(
+        "client" if path == "local files" else "actor_client"
+    )
+    session_id = client.create_session()
     chunk_size = client.get_service_configuration().data_chunk_max_size
     (record,) = client.create_results_metadata(session_id, ["large"])
     names = named_pids(client)
@@ -217,7 +228,7 @@ def test_large_transfer_round_trip_bounded_memory(
     client.delete_results_data(session_id, [record.result_id])
 
     with capsys.disabled():
-        print("\npeak memory growth during a 1 GiB round trip")
+        print(f"\npeak memory growth during a 1 GiB round trip through {path}")
         print(sampler.report(names))
     assert uploaded.size == TOTAL
     assert received_size == TOTAL
