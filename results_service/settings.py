@@ -192,6 +192,25 @@ class ServiceSettings:
         return cls(**changes)
 
 
+_BOOL_WORDS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
+def _parse_bool(raw: str) -> bool:
+    value = _BOOL_WORDS.get(raw.strip().lower())
+    if value is None:
+        raise ValueError(raw)
+    return value
+
+
 def _parse_field(name: str, annotation: object, raw: str) -> Any:
     text = str(annotation)
     try:
@@ -201,6 +220,8 @@ def _parse_field(name: str, annotation: object, raw: str) -> Any:
             return int(raw)
         if text == "float":
             return float(raw)
+        if text == "bool":
+            return _parse_bool(raw)
     except ValueError as error:
         raise InvalidArgumentError(
             f"environment variable RESULTS_SERVICE_{name.upper()}={raw!r} is invalid: "

@@ -617,6 +617,23 @@ def test_from_env_bad_int_rejected() -> None:
     assert "'four'" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("1", True), ("True", True), ("no", False), ("0", False)]
+)
+def test_from_env_parses_bool(raw: str, expected: bool) -> None:
+    settings = ServiceSettings.from_env({"RESULTS_SERVICE_LOCAL_FILES": raw})
+
+    assert settings.local_files is expected
+
+
+def test_from_env_bad_bool_rejected() -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        ServiceSettings.from_env({"RESULTS_SERVICE_LOCAL_FILES": "maybe"})
+
+    assert "RESULTS_SERVICE_LOCAL_FILES='maybe'" in caught.value.message
+    assert "bool" in caught.value.message
+
+
 def test_from_env_bad_float_rejected() -> None:
     with pytest.raises(InvalidArgumentError) as caught:
         ServiceSettings.from_env({"RESULTS_SERVICE_LEASE_SECONDS": "soon"})
