@@ -4,7 +4,8 @@ A synthetic DAG of tasks, in levels, is submitted to the service. Then its resul
 are completed in batches with import_results_data, one small stored object per
 result, inputs first and then each level's outputs. Every completion queues the
 tasks it made ready, and the figure is tasks queued per second of completion
-calls. In the same run, the same completions go through two baselines:
+calls. With --concurrency N, N calls are in flight at once, as from N clients.
+In the same run, the same completions go through two baselines:
 
 - plain dicts: a map from result to waiting tasks and a set of remaining
   dependencies per task, in this process. This is the lower bound of the
@@ -13,7 +14,7 @@ calls. In the same run, the same completions go through two baselines:
   each, in this process. This is the service's computation without Ray.
 
 Usage: python bench/dependency_resolution.py [--quick] [--json FILE]
-       [--profile DIR]
+       [--profile DIR] [--concurrency N]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import random
 import sys
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import common
@@ -37,6 +39,7 @@ from results_service.records import (
     TaskOptions,
     TaskRecord,
     TaskStatus,
+    remaining_ids,
 )
 from results_service.state.results_shard import ResultsShard
 from results_service.state.task_queue import QueueState
@@ -164,7 +167,7 @@ def resolve_with_shards(dag: Dag, batch_size: int) -> tuple[float, int]:
             data_dependencies=tuple(result_ids[r] for r in dag.dependencies[task]),
             expected_output_ids=(result_ids[dag.output(task)],),
             options=options,
-            remaining={result_ids[r] for r in dag.dependencies[task]},
+            remaining=remaining_ids(result_ids[r] for r in dag.dependencies[task]),
         )
         for task, task_id in enumerate(task_ids)
     ]
@@ -254,22 +257,21 @@ def resolve_with_service(
     keys: list[str],
     profiler: common.Profiler,
     cpu: common.CpuMeter,
+    concurrency: int,
 ) -> dict[str, float]:
-    """Submit the DAG in a new session and time its completion by imports."""
+    """Submit the DAG in a new session and time its completion by imports, with
+    `concurrency` calls in flight, sent in completion order."""
     session_id = client.create_session()
     result_ids, submit_seconds = submit_dag(client, session_id, dag)
     queued_before = ray.get(actors.queue.size.remote("default"))
 
-    calls: list[float] = []
-    with profiler, cpu:
+    def complete(batch: list[int]) -> float:
+        pairs = [(result_ids[number], keys[number]) for number in batch]
+        return common.timed(lambda: client.import_results_data(session_id, pairs))
+
+    with profiler, cpu, ThreadPoolExecutor(concurrency) as pool:
         start = time.perf_counter()
-        for batch in batches(dag.completion_order(), batch_size):
-            pairs = [(result_ids[number], keys[number]) for number in batch]
-            calls.append(
-                common.timed(
-                    lambda pairs=pairs: client.import_results_data(session_id, pairs)
-                )
-            )
+        calls = list(pool.map(complete, batches(dag.completion_order(), batch_size)))
         seconds = time.perf_counter() - start
 
     queued = ray.get(actors.queue.size.remote("default")) - queued_before
@@ -303,6 +305,12 @@ def main() -> int:
     parser.add_argument(
         "--shards", type=int, default=4, help="shards of each table (default 4)"
     )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="import calls in flight at once, from client threads (default 1)",
+    )
     arguments = parser.parse_args()
     tasks = arguments.tasks or (10_000 if arguments.quick else 100_000)
     info = common.machine_info()
@@ -311,7 +319,8 @@ def main() -> int:
     dag = build_dag(tasks, arguments.levels)
     print(
         f"DAG: {dag.tasks} tasks in {len(dag.levels)} levels, {dag.inputs} inputs, "
-        f"{dag.edges()} dependencies; completions in batches of {arguments.batch_size}"
+        f"{dag.edges()} dependencies; completions in batches of "
+        f"{arguments.batch_size}, {arguments.concurrency} in flight"
     )
 
     storage = common.temp_storage_dir("dependencies")
@@ -341,6 +350,7 @@ def main() -> int:
                 keys,
                 profiler if last else common.Profiler(None, []),
                 cpu,
+                arguments.concurrency,
             )
             if service["queued"] != dag.tasks:
                 print(
