@@ -184,7 +184,9 @@ def open_local_download(info: DownloadInfo) -> LocalDownload | None:
     """Open the file of a download when this process can read it directly."""
     if info.local_file is None:
         return None
-    return LocalDownload.open(info.local_file, info.chunk_size, info.result_id)
+    return LocalDownload.open(
+        info.local_file, info.chunk_size, info.window_chunks, info.result_id
+    )
 
 
 class AsyncResultsClient:

@@ -427,18 +427,20 @@ class LocalDownload:
         file: pa.OSFile,
         local_file: LocalFile,
         chunk_size: int,
+        window_chunks: int,
         result_id: str,
     ) -> None:
         self.file = file
         self.local_file = local_file
         self.size = local_file[3]
         self.chunk_size = chunk_size
+        self.window = chunk_size * window_chunks
         self.result_id = result_id
         self.offset = 0
 
     @classmethod
     def open(
-        cls, local_file: LocalFile, chunk_size: int, result_id: str
+        cls, local_file: LocalFile, chunk_size: int, window_chunks: int, result_id: str
     ) -> LocalDownload | None:
         """Open the file, or return None when it is missing or not the file that
         the storage reported, so that the client reads through the storage actor."""
@@ -454,7 +456,7 @@ class LocalDownload:
             return None
         identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
         if stat.S_ISREG(info.st_mode) and identity == (device, inode, size, modified):
-            return cls(file, local_file, chunk_size, result_id)
+            return cls(file, local_file, chunk_size, window_chunks, result_id)
         file.close()
         return None
 
@@ -464,23 +466,15 @@ class LocalDownload:
         One chunk at a time, so that a consumer that drops each chunk lets the
         memory pool reuse its buffer for the next.
 
-        The file must still be at its path, so that a download of data deleted
-        midway fails as a read through the storage actor does, instead of reading
-        on from the unlinked file.
+        At the start of each window of chunks, as where the storage actor reads a
+        range, the file must still be at its path. A download of data deleted
+        midway then fails as through the actor, instead of reading on from the
+        unlinked file.
         """
         if self.offset >= self.size:
             return None
-        path, device, inode, _, _ = self.local_file
-        try:
-            info: os.stat_result | None = os.stat(path)
-        except OSError:
-            info = None
-        if info is None or (info.st_dev, info.st_ino) != (device, inode):
-            raise NotFoundError(
-                f"the data of result {self.result_id} was deleted during the "
-                "download; check whether the result is still COMPLETED",
-                (self.result_id,),
-            )
+        if self.offset % self.window == 0:
+            self._check_still_stored()
         count = min(self.chunk_size, self.size - self.offset)
         chunk = self.file.read_buffer(count)
         if len(chunk) != count:
@@ -492,6 +486,19 @@ class LocalDownload:
             )
         self.offset += count
         return chunk
+
+    def _check_still_stored(self) -> None:
+        path, device, inode, _, _ = self.local_file
+        try:
+            info: os.stat_result | None = os.stat(path)
+        except OSError:
+            info = None
+        if info is None or (info.st_dev, info.st_ino) != (device, inode):
+            raise NotFoundError(
+                f"the data of result {self.result_id} was deleted during the "
+                "download; check whether the result is still COMPLETED",
+                (self.result_id,),
+            )
 
     def close(self) -> None:
         self.file.close()

@@ -525,7 +525,7 @@ def test_local_file_through_escaping_symlink_rejected(
 
 
 def open_download(local_file: Any, chunk_size: int = 2) -> LocalDownload | None:
-    return LocalDownload.open(local_file, chunk_size, "r1")
+    return LocalDownload.open(local_file, chunk_size, 2, "r1")
 
 
 def test_local_download_reads_chunks(backend: LocalBackend) -> None:
@@ -584,11 +584,13 @@ def test_local_download_of_deleted_file_raises(
     backend.delete([b"object"])
 
     try:
+        second = download.read_chunk()
         with pytest.raises(NotFoundError, match="deleted during the download"):
             download.read_chunk()
     finally:
         download.close()
     assert bytes(first) == b"ab"
+    assert bytes(second) == b"cd"
 
 
 def test_open_writer_with_parent_key_rejected(backend: LocalBackend) -> None:
