@@ -292,10 +292,11 @@ class ControlPlane:
         worker_id: str,
         max_tasks: int = 1,
         wait_seconds: float = 0.0,
+        open_inputs: bool = False,
     ) -> list[AcquiredTask]:
         self._ensure_sweeper()
         return await workers_api.acquire_tasks(
-            self.bp, partition_id, worker_id, max_tasks, wait_seconds
+            self.bp, partition_id, worker_id, max_tasks, wait_seconds, open_inputs
         )
 
     async def start_task(

@@ -567,10 +567,20 @@ class AsyncResultsClient:
         worker_id: str,
         max_tasks: int = 1,
         wait_seconds: float = 0.0,
+        open_inputs: bool = False,
     ) -> list[AcquiredTask]:
-        """Take tasks from a partition's queue under leases."""
+        """Take tasks from a partition's queue under leases.
+
+        With `open_inputs`, each task's `inputs` contains the opened downloads of its
+        payload and data dependencies, to read with `iter_download`.
+        """
         return await self._call(
-            "acquire_tasks", partition_id, worker_id, max_tasks, wait_seconds
+            "acquire_tasks",
+            partition_id,
+            worker_id,
+            max_tasks,
+            wait_seconds,
+            open_inputs,
         )
 
     async def start_task(

@@ -329,7 +329,12 @@ class TaskInfo:
 @pickled_as_row
 @dataclasses.dataclass(frozen=True, slots=True)
 class AcquiredTask:
-    """A task handed to a worker, with the lease it must present to finish it."""
+    """A task handed to a worker, with the lease it must present to finish it.
+
+    `inputs` contains the opened downloads of the payload, then of each data
+    dependency in order, when the worker asked for them with open_inputs;
+    otherwise None.
+    """
 
     task_id: str
     session_id: str
@@ -340,6 +345,7 @@ class AcquiredTask:
     expected_output_ids: tuple[str, ...]
     options: TaskOptions
     retries: int
+    inputs: tuple[DownloadInfo, ...] | None = None
 
 
 @pickled_as_row

@@ -7,7 +7,10 @@ A lease that is not renewed expires, and the task goes back to the queue.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
+from collections import defaultdict
 from collections.abc import Mapping
 
 from results_service import validation
@@ -16,10 +19,12 @@ from results_service.control.results_api import (
     complete_and_resolve,
     objects_not_held,
 )
+from results_service.control.transfers import open_downloads
 from results_service.errors import InvalidArgumentError
 from results_service.ids import object_key
 from results_service.records import (
     AcquiredTask,
+    DownloadInfo,
     QueuedTask,
     RecordList,
     TaskRecord,
@@ -35,11 +40,18 @@ async def acquire_tasks(
     worker_id: str,
     max_tasks: int,
     wait_seconds: float,
+    open_inputs: bool = False,
 ) -> list[AcquiredTask]:
     """Take up to `max_tasks` tasks from a partition's queue under new leases,
-    waiting up to `wait_seconds` when the queue is empty."""
+    waiting up to `wait_seconds` when the queue is empty.
+
+    With `open_inputs`, each task comes with the downloads of its payload and data
+    dependencies opened, as open_downloads returns them, which saves the worker
+    that call.
+    """
     validation.check_id(partition_id, "partition_id", bp.limits)
     validation.check_id(worker_id, "worker_id", bp.limits)
+    validation.check_bool(open_inputs, "open_inputs")
     if not isinstance(max_tasks, int) or not 1 <= max_tasks <= 10_000:
         raise InvalidArgumentError(
             f"max_tasks {max_tasks!r} is invalid: give 1 to 10000"
@@ -65,7 +77,7 @@ async def acquire_tasks(
         )
         for shard, pairs in groups.items()
     )
-    return RecordList(
+    acquired = RecordList(
         AcquiredTask(
             task_id=record.task_id,
             session_id=record.session_id,
@@ -80,6 +92,56 @@ async def acquire_tasks(
         for pairs in granted
         for record, lease in pairs
     )
+    if open_inputs:
+        acquired = RecordList(await with_inputs_opened(bp, acquired))
+    return acquired
+
+
+async def with_inputs_opened(
+    bp: Backplane, tasks: list[AcquiredTask]
+) -> list[AcquiredTask]:
+    """Return the tasks with the downloads of their payload and dependencies.
+
+    One open_downloads call per session serves all its tasks. When it fails, as
+    for data deleted since the task was queued, its tasks keep `inputs` None and
+    the worker's own open_downloads reports the error.
+    """
+    by_session: dict[str, list[AcquiredTask]] = defaultdict(list)
+    for task in tasks:
+        by_session[task.session_id].append(task)
+
+    async def open_session(session_id: str, group: list[AcquiredTask]) -> None:
+        ids = list(
+            dict.fromkeys(
+                result_id
+                for task in group
+                for result_id in (task.payload_id, *task.data_dependencies)
+            )
+        )
+        try:
+            infos = await open_downloads(bp, session_id, ids)
+        except Exception as error:
+            logger.info(
+                "opening the inputs of %d tasks of session %s failed: %s",
+                len(group),
+                session_id,
+                error,
+            )
+            return
+        by_id = {info.result_id: info for info in infos}
+        for task in group:
+            opened[task.task_id] = tuple(
+                by_id[result_id]
+                for result_id in (task.payload_id, *task.data_dependencies)
+            )
+
+    opened: dict[str, tuple[DownloadInfo, ...]] = {}
+    await asyncio.gather(
+        *(open_session(session_id, group) for session_id, group in by_session.items())
+    )
+    return [
+        dataclasses.replace(task, inputs=opened.get(task.task_id)) for task in tasks
+    ]
 
 
 def _check_lease_ids(

@@ -83,7 +83,11 @@ class ReplayWorker:
         while not self.stopping.is_set():
             try:
                 tasks = self.client.acquire_tasks(
-                    self.partition_id, self.worker_id, max_tasks=1, wait_seconds=0.5
+                    self.partition_id,
+                    self.worker_id,
+                    max_tasks=1,
+                    wait_seconds=0.5,
+                    open_inputs=True,
                 )
             except Exception as error:
                 logger.warning(
@@ -129,16 +133,19 @@ class ReplayWorker:
     def _read_inputs(self, task: Any) -> tuple[dict[str, Any], dict[str, ContentCheck]]:
         """Read the payload, then download and check every input.
 
-        The payload and every input are opened in one call, and small ones come
-        back inline with it. The payload maps each input result to its file.
+        The acquisition opened the payload and every input, and small ones came
+        back inline with it; when it could not, one open_downloads call does. The
+        payload maps each input result to its file.
         """
-        dependencies = list(task.data_dependencies)
-        if self.fault == "skip-download" and dependencies:
+        opened = task.inputs
+        if opened is None:
+            opened = self.client.open_downloads(
+                task.session_id, [task.payload_id, *task.data_dependencies]
+            )
+        payload_info, *infos = opened
+        if self.fault == "skip-download" and infos:
             self.fault = None
-            dependencies = dependencies[1:]
-        payload_info, *infos = self.client.open_downloads(
-            task.session_id, [task.payload_id, *dependencies]
-        )
+            infos = infos[1:]
         payload = json.loads(
             b"".join(bytes(b) for b in self.client.iter_download(payload_info))
         )

@@ -192,6 +192,50 @@ def test_acquire_waits_for_task(workers_client: Any, sid: str) -> None:
     workers_client.cancel_session(session_id)
 
 
+def test_acquire_with_open_inputs_returns_downloads(
+    workers_client: Any, sid: str
+) -> None:
+    first, second = workers_client.create_results(sid, {"a": b"first", "b": b"second"})
+    task_id = submit_one(workers_client, sid, (first.result_id, second.result_id))
+
+    (task,) = workers_client.acquire_tasks(PARTITION, WORKER, open_inputs=True)
+
+    assert task.task_id == task_id
+    assert task.inputs is not None
+    payload, *inputs = task.inputs
+    assert payload.result_id == task.payload_id
+    assert bytes(payload.data) == b"{}"
+    assert [info.result_id for info in inputs] == [first.result_id, second.result_id]
+    assert [bytes(info.data) for info in inputs] == [b"first", b"second"]
+
+
+def test_acquire_without_open_inputs_has_none(workers_client: Any, sid: str) -> None:
+    task_id = submit_one(workers_client, sid)
+
+    task = acquire_one(workers_client, task_id)
+
+    assert task.inputs is None
+
+
+def test_acquire_with_deleted_input_leaves_inputs_unopened(
+    workers_client: Any, sid: str
+) -> None:
+    (data,) = workers_client.create_results(sid, {"a": b"data"})
+    task_id = submit_one(workers_client, sid, (data.result_id,))
+    workers_client.delete_results_data(sid, [data.result_id])
+
+    (task,) = workers_client.acquire_tasks(PARTITION, WORKER, open_inputs=True)
+
+    assert task.task_id == task_id
+    assert task.inputs is None
+    assert task_status(workers_client, sid, task_id) == TaskStatus.DISPATCHED
+
+
+def test_acquire_open_inputs_not_bool_rejected(workers_client: Any) -> None:
+    with pytest.raises(InvalidArgumentError, match="open_inputs"):
+        workers_client.acquire_tasks(PARTITION, WORKER, open_inputs="yes")
+
+
 def test_start_task_moves_to_processing(workers_client: Any, sid: str) -> None:
     task_id = submit_one(workers_client, sid)
     task = acquire_one(workers_client, task_id)
