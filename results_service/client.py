@@ -185,7 +185,7 @@ def open_local_download(info: DownloadInfo) -> LocalDownload | None:
     if info.local_file is None:
         return None
     return LocalDownload.open(
-        info.local_file, info.chunk_size, info.window_chunks, info.result_id
+        info.local_file, info.size, info.chunk_size, info.window_chunks, info.result_id
     )
 
 

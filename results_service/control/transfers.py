@@ -223,7 +223,7 @@ async def finish_local_upload(
     if not isinstance(upload_name, str):
         raise InvalidArgumentError(
             f"upload name {upload_name!r} is invalid: give the name of the file",
-            (result_id,),
+            (str(upload_name),),
         )
 
     async def discard() -> None:

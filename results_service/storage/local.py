@@ -7,6 +7,7 @@ whole objects.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -214,8 +215,49 @@ class LocalBackend(StorageBackend):
                 (str(upload_name),),
             )
         path = os.path.join(self._partial_dir, upload_name)
+        info = self._open_upload_file(path, upload_name, checked)
+        # A symbolic or hard link would publish a file that lives elsewhere.
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            self.discard(upload_name)
+            raise _not_an_upload_file(upload_name)
         try:
-            info = os.lstat(path)
+            publish(self.root, path, checked)
+        except OSError as error:
+            action = f"committing object {checked!r}"
+            raise map_os_error(error, action, checked) from error
+
+        # The client may have swapped the file for another between the check and
+        # the rename, so the published file must be the one checked, and still a
+        # regular file with one link, as a new file may reuse the inode number.
+        target = os.path.join(self.root, *checked.split("/"))
+        try:
+            published = os.lstat(target)
+        except OSError:
+            published = None
+        if (
+            published is None
+            or not stat.S_ISREG(published.st_mode)
+            or published.st_nlink != 1
+            or (published.st_dev, published.st_ino) != (info.st_dev, info.st_ino)
+        ):
+            logger.warning(
+                "client upload %s changed while it was published as %s; deleting it",
+                upload_name,
+                checked,
+            )
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+            raise _not_an_upload_file(upload_name)
+        return info.st_size
+
+    def _open_upload_file(
+        self, path: str, upload_name: str, key: str
+    ) -> os.stat_result:
+        """Return the status of a client's upload file, without following links."""
+        try:
+            fd = os.open(
+                path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            )
         except _MISSING_ERRORS as error:
             raise NotFoundError(
                 f"client upload {upload_name!r} was not found in the upload "
@@ -223,21 +265,14 @@ class LocalBackend(StorageBackend):
                 (upload_name,),
             ) from error
         except OSError as error:
-            raise map_os_error(error, f"reading {upload_name!r}", checked) from error
-        # A symbolic or hard link would publish a file that lives elsewhere.
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-            self.discard(upload_name)
-            raise InvalidArgumentError(
-                f"client upload {upload_name!r} is invalid: it must be a regular "
-                "file with no other link; write the data into a new file",
-                (upload_name,),
-            )
+            if error.errno == errno.ELOOP:
+                self.discard(upload_name)
+                raise _not_an_upload_file(upload_name) from error
+            raise map_os_error(error, f"reading {upload_name!r}", key) from error
         try:
-            publish(self.root, path, checked)
-        except OSError as error:
-            action = f"committing object {checked!r}"
-            raise map_os_error(error, action, checked) from error
-        return info.st_size
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
 
     def discard(self, upload_name: str) -> None:
         if not CLIENT_UPLOAD_NAME.fullmatch(upload_name):
@@ -246,6 +281,13 @@ class LocalBackend(StorageBackend):
             os.unlink(os.path.join(self._partial_dir, upload_name))
         except FileNotFoundError:
             pass
+        except OSError as error:
+            logger.warning(
+                "deleting client upload %s failed, so it stays in %s: %s",
+                upload_name,
+                self._partial_dir,
+                error,
+            )
 
     def local_file(self, opaque_id: bytes) -> LocalFile | None:
         path = self._resolve(opaque_id)
@@ -266,6 +308,12 @@ class LocalBackend(StorageBackend):
     def inspect_imports(
         self, opaque_ids: Sequence[bytes]
     ) -> list[tuple[bytes, int | None]]:
+        """Return each id as the key of the file it leads to, with its size.
+
+        Keys through symbolic links inside the root become the key of the real
+        file, so that the checks on service objects and on other sessions' data
+        compare real files, not the names that reach them.
+        """
         # os.path.realpath costs an lstat per path component, so each directory is
         # resolved once per call and each file costs one lstat. Only a file that
         # is itself a symbolic link gets a realpath of its own.
@@ -273,7 +321,6 @@ class LocalBackend(StorageBackend):
         inspected = []
         for opaque_id in opaque_ids:
             key = self._checked_key(opaque_id)
-            normalized = key.encode("utf-8")
             path = os.path.join(self.root, *key.split("/"))
             directory, name = os.path.split(path)
             if directory not in real_directories:
@@ -288,13 +335,18 @@ class LocalBackend(StorageBackend):
                 raise map_os_error(error, action, key_text) from error
 
             if info is not None and stat.S_ISLNK(info.st_mode):
-                if not self._is_inside_root(path):
-                    raise _escape_error(opaque_id)
-                size = _file_size(path, normalized)
+                real = os.path.realpath(path)
             else:
                 real = os.path.join(real_directories[directory], name)
-                if not self._is_real_path_inside_root(real):
-                    raise _escape_error(opaque_id)
+            if not self._is_real_path_inside_root(real) or real == self._real_root:
+                raise _escape_error(opaque_id)
+            real_key = os.path.relpath(real, self._real_root).replace(os.sep, "/")
+            # The real file must be a valid key too: not in the upload directory.
+            self._checked_key(real_key.encode("utf-8", errors="surrogateescape"))
+            normalized = real_key.encode("utf-8", errors="surrogateescape")
+            if info is not None and stat.S_ISLNK(info.st_mode):
+                size = _file_size(path, normalized)
+            else:
                 regular = info is not None and stat.S_ISREG(info.st_mode)
                 size = info.st_size if info is not None and regular else None
             inspected.append((normalized, size))
@@ -379,6 +431,15 @@ class LocalBackend(StorageBackend):
             directory = os.path.dirname(directory)
 
 
+def _not_an_upload_file(upload_name: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"client upload {upload_name!r} is invalid: it must be a regular file with "
+        "no other link, unchanged until the upload finishes; write the data into a "
+        "new file",
+        (upload_name,),
+    )
+
+
 def _escape_error(opaque_id: bytes) -> InvalidArgumentError:
     id_text = describe_id(opaque_id)
     return InvalidArgumentError(
@@ -426,13 +487,14 @@ class LocalDownload:
         self,
         file: pa.OSFile,
         local_file: LocalFile,
+        size: int,
         chunk_size: int,
         window_chunks: int,
         result_id: str,
     ) -> None:
         self.file = file
         self.local_file = local_file
-        self.size = local_file[3]
+        self.size = size
         self.chunk_size = chunk_size
         self.window = chunk_size * window_chunks
         self.result_id = result_id
@@ -440,11 +502,20 @@ class LocalDownload:
 
     @classmethod
     def open(
-        cls, local_file: LocalFile, chunk_size: int, window_chunks: int, result_id: str
+        cls,
+        local_file: LocalFile,
+        size: int,
+        chunk_size: int,
+        window_chunks: int,
+        result_id: str,
     ) -> LocalDownload | None:
         """Open the file, or return None when it is missing or not the file that
-        the storage reported, so that the client reads through the storage actor."""
-        path, device, inode, size, modified = local_file
+        the storage reported, so that the client reads through the storage actor.
+
+        The download reads `size` bytes, the result's size, as the storage actor
+        does, even when an imported file has grown since its import.
+        """
+        path, device, inode, file_size, modified = local_file
         try:
             file = pa.OSFile(path, "r")
         except OSError:
@@ -455,8 +526,9 @@ class LocalDownload:
             file.close()
             return None
         identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-        if stat.S_ISREG(info.st_mode) and identity == (device, inode, size, modified):
-            return cls(file, local_file, chunk_size, window_chunks, result_id)
+        expected = (device, inode, file_size, modified)
+        if stat.S_ISREG(info.st_mode) and identity == expected:
+            return cls(file, local_file, size, chunk_size, window_chunks, result_id)
         file.close()
         return None
 

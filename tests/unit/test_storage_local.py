@@ -17,7 +17,7 @@ from results_service.errors import (
     NotFoundError,
 )
 from results_service.settings import ServiceSettings
-from results_service.storage import open_backend
+from results_service.storage import local, open_backend
 from results_service.storage.local import (
     PARTIAL_DIR,
     LocalBackend,
@@ -405,7 +405,7 @@ def test_inspect_imports_through_symlinked_file_rejected(
         backend.inspect_imports([b"dangling"])
 
 
-def test_inspect_imports_follows_links_inside_root(
+def test_inspect_imports_resolves_links_inside_root(
     backend: LocalBackend, root: Path
 ) -> None:
     (root / "real").mkdir()
@@ -415,7 +415,17 @@ def test_inspect_imports_follows_links_inside_root(
 
     inspected = backend.inspect_imports([b"alias/data.bin", b"file-link"])
 
-    assert inspected == [(b"alias/data.bin", 5), (b"file-link", 5)]
+    assert inspected == [(b"real/data.bin", 5), (b"real/data.bin", 5)]
+
+
+def test_inspect_imports_through_link_into_partial_rejected(
+    backend: LocalBackend, root: Path
+) -> None:
+    (root / PARTIAL_DIR / "upload").write_bytes(b"partial")
+    (root / "alias").symlink_to(root / PARTIAL_DIR, target_is_directory=True)
+
+    with pytest.raises(InvalidArgumentError, match="uploads in progress"):
+        backend.inspect_imports([b"alias/upload"])
 
 
 def test_read_through_escaping_symlink_rejected(
@@ -525,12 +535,29 @@ def test_local_file_through_escaping_symlink_rejected(
 
 
 def open_download(local_file: Any, chunk_size: int = 2) -> LocalDownload | None:
-    return LocalDownload.open(local_file, chunk_size, 2, "r1")
+    size = local_file[3] if local_file is not None else 0
+    return LocalDownload.open(local_file, size, chunk_size, 2, "r1")
 
 
 def test_local_download_reads_chunks(backend: LocalBackend) -> None:
     backend.put("object", b"abcde")
     download = open_download(backend.local_file(b"object"))
+    assert download is not None
+
+    try:
+        chunks = [download.read_chunk() for _ in range(4)]
+    finally:
+        download.close()
+
+    assert [bytes(chunk) for chunk in chunks[:3]] == [b"ab", b"cd", b"e"]
+    assert chunks[3] is None
+
+
+def test_local_download_reads_result_size_only(backend: LocalBackend) -> None:
+    backend.put("object", b"abcdefgh")
+    local_file = backend.local_file(b"object")
+    assert local_file is not None
+    download = LocalDownload.open(local_file, 5, 2, 2, "r1")
     assert download is not None
 
     try:
@@ -591,6 +618,69 @@ def test_local_download_of_deleted_file_raises(
         download.close()
     assert bytes(first) == b"ab"
     assert bytes(second) == b"cd"
+
+
+def client_upload(root: Path, name: str = "client-" + "a" * 32) -> Path:
+    return root / PARTIAL_DIR / name
+
+
+def test_adopt_publishes_client_file(backend: LocalBackend, root: Path) -> None:
+    client_upload(root).write_bytes(b"uploaded")
+
+    size = backend.adopt("client-" + "a" * 32, "sessions/s1/object")
+
+    assert size == 8
+    assert (root / "sessions" / "s1" / "object").read_bytes() == b"uploaded"
+    assert not client_upload(root).exists()
+
+
+def test_adopt_directory_rejected_with_typed_error(
+    backend: LocalBackend, root: Path
+) -> None:
+    client_upload(root).mkdir()
+
+    with pytest.raises(InvalidArgumentError, match="regular file"):
+        backend.adopt("client-" + "a" * 32, "sessions/s1/object")
+
+    assert not (root / "sessions" / "s1" / "object").exists()
+
+
+def test_adopt_symlink_rejected_and_removed(
+    backend: LocalBackend, root: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "secret"
+    target.write_bytes(b"secret")
+    client_upload(root).symlink_to(target)
+
+    with pytest.raises(InvalidArgumentError, match="regular file"):
+        backend.adopt("client-" + "a" * 32, "sessions/s1/object")
+
+    assert not client_upload(root).is_symlink()
+    assert not (root / "sessions" / "s1" / "object").exists()
+    assert target.read_bytes() == b"secret"
+
+
+def test_adopt_file_swapped_before_rename_rejected(
+    backend: LocalBackend, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "secret"
+    target.write_bytes(b"secret")
+    client_upload(root).write_bytes(b"uploaded")
+    original = local.publish
+
+    def swap_then_publish(root_dir: str, temp_path: str, key: str) -> None:
+        # The client replaces its checked file with a link before the rename.
+        os.unlink(temp_path)
+        os.symlink(target, temp_path)
+        original(root_dir, temp_path, key)
+
+    monkeypatch.setattr(local, "publish", swap_then_publish)
+
+    with pytest.raises(InvalidArgumentError, match="unchanged"):
+        backend.adopt("client-" + "a" * 32, "sessions/s1/object")
+
+    assert not os.path.lexists(root / "sessions" / "s1" / "object")
+    assert target.read_bytes() == b"secret"
 
 
 def test_open_writer_with_parent_key_rejected(backend: LocalBackend) -> None:
