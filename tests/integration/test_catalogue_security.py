@@ -295,6 +295,25 @@ def test_import_through_directory_symlink_rejected(
     assert folder in caught.value.message
 
 
+def test_import_through_link_into_sessions_rejected(secure_client: Any) -> None:
+    owner = secure_client.create_session([PARTITION])
+    (source,) = secure_client.create_results(owner, {"source": b"owned"})
+    folder = f"links/{uuid.uuid4().hex}"
+    link = storage_root(secure_client) / folder
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(storage_root(secure_client) / "sessions", target_is_directory=True)
+    thief = secure_client.create_session([PARTITION])
+    result_id = new_result(secure_client, thief)
+    alias = source.opaque_id.decode().replace("sessions/", f"{folder}/", 1)
+
+    with pytest.raises(InvalidArgumentError) as caught:
+        secure_client.import_results_data(thief, [(result_id, alias)])
+
+    assert "sessions/" in caught.value.message
+    assert secure_client.read_result_data(owner, source.result_id) == b"owned"
+    assert secure_client.get_result(thief, result_id).status == ResultStatus.CREATED
+
+
 def test_import_own_session_object_rejected(secure_client: Any) -> None:
     session_id = secure_client.create_session([PARTITION])
     (source,) = secure_client.create_results(session_id, {"source": b"data"})
