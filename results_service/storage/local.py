@@ -338,9 +338,10 @@ class LocalBackend(StorageBackend):
                 real = os.path.realpath(path)
             else:
                 real = os.path.join(real_directories[directory], name)
-            if not self._is_real_path_inside_root(real) or real == self._real_root:
+            prefix = self._real_root.rstrip(os.sep) + os.sep
+            if not real.startswith(prefix):
                 raise _escape_error(opaque_id)
-            real_key = os.path.relpath(real, self._real_root).replace(os.sep, "/")
+            real_key = real[len(prefix) :].replace(os.sep, "/")
             # The real file must be a valid key too: not in the upload directory.
             self._checked_key(real_key.encode("utf-8", errors="surrogateescape"))
             normalized = real_key.encode("utf-8", errors="surrogateescape")
