@@ -6,8 +6,8 @@ result at a time, the script times:
 
 - upload: upload_result_data of a 1-byte result, which the client sends in one
   upload_inline call. The call returns after the control plane queued the
-  dependent task, so its duration is the latency to the queue; after the loop,
-  the queue is checked to hold every task;
+  dependent task, so its duration is the latency to the queue. After the loop,
+  the queue is checked to contain every task;
 - upload + acquire: the same upload followed by acquire_tasks, which returns the
   task to a worker: the latency to a worker, checked on every iteration;
 - import: import_results_data of one result, the one-call way to complete it.

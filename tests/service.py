@@ -126,3 +126,12 @@ def rpc(client: Any, method: str, *args: Any) -> Any:
 def session_objects(client: Any, session_id: str) -> list[bytes]:
     """Return the ids of the objects the service wrote for a session."""
     return client.stored_ids(f"sessions/{session_id}/")
+
+
+@pytest.fixture
+def task_session(client: Any) -> Iterator[str]:
+    """A new session, cancelled after the test so its queued tasks leave the
+    shared default partition."""
+    session_id = client.create_session()
+    yield session_id
+    client.cancel_session(session_id)

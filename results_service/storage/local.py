@@ -226,9 +226,9 @@ class LocalBackend(StorageBackend):
             action = f"committing object {checked!r}"
             raise map_os_error(error, action, checked) from error
 
-        # The client may have swapped the file for another between the check and
-        # the rename, so the published file must be the one checked, and still a
-        # regular file with one link, as a new file may reuse the inode number.
+        # The client may swap the file between the check and the rename, so the
+        # published file must be the one checked. A new file may reuse the inode
+        # number, so it must also still be a regular file with one link.
         target = os.path.join(self.root, *checked.split("/"))
         try:
             published = os.lstat(target)

@@ -175,9 +175,7 @@ def test_local_upload_raising_midway_leaves_nothing(
     assert client.get_result(session_id, result_id).status == ResultStatus.CREATED
 
 
-def test_local_upload_of_task_output_with_wrong_lease_discarded(
-    client: Any, session_id: str
-) -> None:
+def test_local_upload_wrong_lease_discarded(client: Any, session_id: str) -> None:
     (output,) = client.create_results_metadata(session_id, ["out"])
     (payload,) = client.create_results(session_id, {"payload": b"{}"})
     (task,) = client.submit_tasks(

@@ -76,15 +76,6 @@ def download(client: Any, session_id: str, result_id: str) -> list[pa.Buffer]:
     return list(client.download_result_data(session_id, result_id))
 
 
-@pytest.fixture
-def task_session(client: Any) -> Iterator[str]:
-    """A new session, cancelled after the test so its queued tasks leave the
-    shared default partition."""
-    session_id = client.create_session()
-    yield session_id
-    client.cancel_session(session_id)
-
-
 def failing_chunks(good_chunks: int, chunk_size: int) -> Iterator[bytes]:
     """Yield some chunks, then raise as a reader of a broken source would."""
     for _ in range(good_chunks):

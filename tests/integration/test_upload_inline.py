@@ -5,7 +5,6 @@ one upload_inline call, which writes the object while the checks run.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from results_service.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from results_service.records import ResultStatus, TaskDefinition, TaskStatus
+from results_service.records import ResultStatus, TaskDefinition
 from tests.service import rpc, session_objects
 
 
@@ -26,15 +25,6 @@ def new_result(client: Any, session_id: str) -> str:
 
 def inline_limit(client: Any) -> int:
     return client.get_service_configuration().inline_upload_max_size
-
-
-@pytest.fixture
-def task_session(client: Any) -> Iterator[str]:
-    """A new session, cancelled after the test so its queued tasks leave the
-    shared default partition."""
-    session_id = client.create_session()
-    yield session_id
-    client.cancel_session(session_id)
 
 
 def test_configuration_reports_inline_limit(client: Any) -> None:
@@ -50,23 +40,6 @@ def test_upload_inline_completes_result(client: Any, session_id: str) -> None:
     assert record.size == 3
     assert session_objects(client, session_id) == [record.opaque_id]
     assert client.read_result_data(session_id, result_id) == b"abc"
-
-
-def test_upload_inline_queues_dependent_task(client: Any, task_session: str) -> None:
-    dependency, output = client.create_results_metadata(task_session, ["in", "out"])
-    (payload,) = client.create_results(task_session, {"payload": b"{}"})
-    (task,) = client.submit_tasks(
-        task_session,
-        [
-            TaskDefinition(
-                payload.result_id, (dependency.result_id,), (output.result_id,)
-            )
-        ],
-    )
-
-    rpc(client, "upload_inline", task_session, dependency.result_id, b"input")
-
-    assert client.get_task(task_session, task.task_id).status == TaskStatus.SUBMITTED
 
 
 @pytest.mark.parametrize("extra", [0, 1], ids=["at-limit", "above-limit"])
